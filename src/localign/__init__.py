@@ -1,0 +1,17 @@
+"""localign: localized image-text representation learning for chest radiographs.
+
+One interface for the methods of local mutual-information maximization (Liao et al., MICCAI 2021),
+LoVT (Müller et al., ECCV 2022) and LIMITR (Dawidowicz et al., ICCV 2023), with the ConVIRT, CLIP
+and GLoRIA baselines, identical encoders, downstream evaluation and report figures.
+
+Subpackages mirror the architecture:
+
+- :mod:`localign.data`     SynthCXR, real-dataset preparation, manifests, tokenization, datasets
+- :mod:`localign.models`   encoders, heads, alignment modules, the method registry
+- :mod:`localign.losses`   objectives as pure functions over tensors
+- :mod:`localign.train`    the pretraining engine (single process and DDP)
+- :mod:`localign.eval`     metrics and downstream protocols
+- :mod:`localign.viz`      figure functions returning matplotlib figures
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""localign.data"""
