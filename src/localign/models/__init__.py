@@ -1,1 +1,29 @@
-"""localign.models"""
+"""Encoders, heads and methods under one interface, and the registry of named presets.
+
+>>> from localign.models import get_method, build_model
+>>> model = build_model(get_method("lovt", **{"image.arch": "resnet18", "text.model": "minilm"}))
+"""
+
+from localign.models.config import MethodConfig
+from localign.models.methods import FAMILIES, PretrainModel, PretrainOutput
+from localign.models.registry import LOVT_ABLATIONS, METHODS, get_method, list_methods, register_method
+
+
+def build_model(config: MethodConfig) -> PretrainModel:
+    """Instantiate the method described by ``config`` (a :class:`MethodConfig` or a registry name)."""
+    if isinstance(config, str):
+        config = get_method(config)
+    return FAMILIES[config.family](config)
+
+
+__all__ = [
+    "LOVT_ABLATIONS",
+    "METHODS",
+    "MethodConfig",
+    "PretrainModel",
+    "PretrainOutput",
+    "build_model",
+    "get_method",
+    "list_methods",
+    "register_method",
+]

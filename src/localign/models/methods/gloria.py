@@ -1,0 +1,95 @@
+"""GLoRIA (Huang et al., ICCV 2021): word-region attention local loss plus a global loss (spec §4).
+
+Image: ResNet-50 at 224 px upsampled to 299; regions = layer3 (19x19x1024) mapped by a 1x1 conv
+(no bias) to the text width; global = layer4 average pool mapped by a Linear. Text: the sum of the
+last 4 BERT layers, word pieces merged into words, the word set [CLS] + words; report global = the
+mean of the token states. Training captions are one random sentence of the report.
+
+Retrieval uses GLoRIA's inference similarity (spec §4.4): local = 5 · max over words (without
+[CLS]) of cos(w_t, c_t), global = cosine, combined (local + global) / 2.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from localign.data.text import TextBatch
+from localign.distributed import gather_with_grad, pad_to_global_max
+from localign.losses import double_softmax_attention, gloria_global_loss, gloria_local_loss
+from localign.models.config import GloriaLossConfig, MethodConfig
+from localign.models.image import ImageFeatures
+from localign.models.methods.base import PretrainModel, PretrainOutput, chunked_pairwise
+from localign.models.text import masked_mean, merge_word_pieces
+
+
+class WordRegionModel(PretrainModel):
+    """Shared parts of GLoRIA and LIMITR: region/global embeddings in the text space, word features."""
+
+    def __init__(self, config: MethodConfig) -> None:
+        super().__init__(config)
+        d = self.text_dim
+        self.region_embed = nn.Linear(self.image_encoder.region_channels, d, bias=False)  # the 1x1 conv
+        self.global_embed = nn.Linear(self.image_encoder.pooled_channels, d)
+
+    def embed_features(self, feats: ImageFeatures) -> dict[str, Tensor]:
+        return {"regions": self.region_embed(feats.regions), "global": self.global_embed(feats.pooled)}
+
+    def encode_images(self, images: Tensor) -> dict[str, Tensor]:
+        return self.embed_features(self.image_encoder(images))
+
+    def encode_reports(self, text: TextBatch) -> dict[str, Tensor]:
+        states = self.token_states(text)
+        word_ids = self.text_encoder.word_ids(text.input_ids, text.attention_mask)
+        words, word_mask = merge_word_pieces(states.tokens, word_ids)
+        # Report vector: mean of the token states over [CLS] ... [SEP] (the code divides by the padded
+        # length instead; the global losses use cosines, which do not see that constant factor).
+        report = masked_mean(states.tokens, text.attention_mask.bool())
+        return {"words": words, "word_mask": word_mask, "global": report}
+
+    def region_text_similarity(self, images: Tensor, text: TextBatch) -> Tensor:
+        """Cosine between each embedded region and the phrase's report vector."""
+        feats = self.image_encoder(images)
+        img = self.embed_features(feats)
+        rep = self.encode_reports(text)
+        sim = torch.einsum("bkd,bd->bk", F.normalize(img["regions"], dim=-1), F.normalize(rep["global"], dim=-1))
+        return sim.reshape(sim.shape[0], *feats.grid)
+
+    @staticmethod
+    def gather_words(rep: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        words = gather_with_grad(pad_to_global_max(rep["words"], dim=1))
+        mask = gather_with_grad(pad_to_global_max(rep["word_mask"].float(), dim=1)).bool()
+        return words, mask
+
+
+class Gloria(WordRegionModel):
+    def forward(self, images: Tensor, text: TextBatch, study_ids: Tensor | None = None) -> PretrainOutput:
+        cfg: GloriaLossConfig = self.config.loss
+        img, rep = self.encode_images(images), self.encode_reports(text)
+        words, word_mask = self.gather_words(rep)
+        regions, img_g, rep_g = gather_with_grad(img["regions"]), gather_with_grad(img["global"]), gather_with_grad(rep["global"])
+        local = gloria_local_loss(words, word_mask, regions, temp1=cfg.temp1, temp2=cfg.temp2, temp3=cfg.temp3,
+                                  agg=cfg.agg, paper_scaling=cfg.paper_scaling)
+        glob = gloria_global_loss(img_g, rep_g, temp3=cfg.temp3)
+        loss = cfg.local_weight * local + cfg.global_weight * glob
+        return PretrainOutput(loss=loss, terms={"local": local.detach(), "global": glob.detach()})
+
+    def similarity(self, image_emb: dict[str, Tensor], report_emb: dict[str, Tensor], chunk: int = 16) -> Tensor:
+        cfg: GloriaLossConfig = self.config.loss
+        regions, words = image_emb["regions"], report_emb["words"]
+        mask = report_emb["word_mask"].clone()
+        mask[:, 0] = False  # inference skips [CLS]
+
+        def block(i: slice, j: slice) -> Tensor:
+            # words of captions j attend over regions of images i: [bj, bi, T, D]
+            w = words[j][:, None]
+            r = regions[i][None]
+            ctx, _ = double_softmax_attention(w.expand(-1, r.shape[1], -1, -1), r.expand(w.shape[0], -1, -1, -1), lam=cfg.temp1)
+            cos = F.cosine_similarity(w, ctx, dim=-1)  # [bj, bi, T]
+            local = cfg.temp2 * cos.masked_fill(~mask[j][:, None, :], float("-inf")).amax(-1)
+            return local.T  # [bi, bj]
+
+        local = chunked_pairwise(block, len(regions), len(words), chunk)
+        glob = F.normalize(image_emb["global"], dim=-1) @ F.normalize(report_emb["global"], dim=-1).T
+        return (local + glob) / 2

@@ -1,0 +1,133 @@
+"""LIMITR (Dawidowicz et al., ICCV 2023): cross-modal local alignment in both directions (spec §3).
+
+Encoders as GLoRIA (layer3 regions and layer4 global embedded into the text width; words from the
+sum of the last 4 BERT layers). For every image j and report i of the batch:
+
+- caption direction: each word attends over the regions (double softmax, lambda = 4), alignment
+  a_t = l2norm(w_t ⊙ ĉ_t), aggregated by the shared self-attention SA into ŝ, score
+  S_cap[j, i] = sigmoid(w_cap · ŝ + b);
+- image direction: each region attends over the words, a'_r = l2norm(ĥ_r ⊙ v_r), SA, S_img[j, i].
+
+Losses: external (cross-sample CE on 10·S), internal (within-sample word/region contrast) and
+global (CE on 10·cos). The paper model (default preset ``limitr``) uses all three and the 2-D
+positional encoding; the released configuration (preset ``limitr_code``) uses external + global
+only and no positional encoding. Lateral views (also off in the released configuration) are not
+supported: the manifests keep frontal images only.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from localign.data.text import TextBatch
+from localign.distributed import gather_with_grad
+from localign.losses import double_softmax_attention, limitr_external_loss, limitr_global_loss, limitr_internal_loss, masked_softmax
+from localign.models.config import LimitrLossConfig, MethodConfig
+from localign.models.image import ImageFeatures
+from localign.models.heads import SelfAttentionAggregator, limitr_alignment, sincos_positional_encoding_2d
+from localign.models.methods.base import PretrainOutput, chunked_pairwise
+from localign.models.methods.gloria import WordRegionModel
+
+
+class Limitr(WordRegionModel):
+    def __init__(self, config: MethodConfig) -> None:
+        super().__init__(config)
+        cfg: LimitrLossConfig = config.loss
+        d = self.text_dim
+        self.aggregate = SelfAttentionAggregator(d, dropout=cfg.sa_dropout)
+        self.score_caption = nn.Linear(d, 1)
+        self.score_image = nn.Linear(d, 1)
+
+    def embed_features(self, feats: ImageFeatures) -> dict[str, Tensor]:
+        out = super().embed_features(feats)
+        out["keys"] = out["regions"]
+        if self.config.loss.positional_encoding:
+            h, w = feats.grid
+            # As the code: the encoding enters the regions used as attention queries/keys and values,
+            # but not the region features multiplied element-wise in the image direction.
+            out["keys"] = out["regions"] + sincos_positional_encoding_2d(h, w, out["regions"].shape[-1]).to(out["regions"])
+        return out
+
+    def pair_scores(self, img: dict[str, Tensor], rep: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """``(S_cap, S_img)``, both ``[B_img, B_txt]`` sigmoid scores for every (image, report) pair."""
+        lam = self.config.loss.lam
+        keys, regions = img["keys"], img["regions"]  # [Bi, R, D]
+        words, word_mask = rep["words"], rep["word_mask"]  # [Bt, T, D], [Bt, T]
+        bi, bt = keys.shape[0], words.shape[0]
+        # caption direction: queries = words of report t, keys = regions of image i -> [Bi, Bt, T, D]
+        w = words[None].expand(bi, -1, -1, -1)
+        k = keys[:, None].expand(-1, bt, -1, -1)
+        qmask = word_mask[None].expand(bi, -1, -1)
+        a_cap = limitr_alignment(w, k, w, lam, query_mask=qmask)
+        s_cap, _ = self.aggregate(a_cap, qmask)
+        # image direction: queries = regions of image i, keys = words of report t -> [Bi, Bt, R, D]
+        v = regions[:, None].expand(-1, bt, -1, -1)
+        kv = keys[:, None].expand(-1, bt, -1, -1)
+        a_img = limitr_alignment(kv, w, v, lam, key_mask=qmask)
+        s_img, _ = self.aggregate(a_img)
+        return torch.sigmoid(self.score_caption(s_cap)).squeeze(-1), torch.sigmoid(self.score_image(s_img)).squeeze(-1)
+
+    def internal_terms(self, img: dict[str, Tensor], rep: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Within-sample attention contexts and weights for the internal loss (spec §3.3)."""
+        cfg: LimitrLossConfig = self.config.loss
+        keys, regions = img["keys"], img["regions"]
+        words, word_mask = rep["words"], rep["word_mask"]
+        b, r = regions.shape[:2]
+        bug = cfg.bug_compatible_internal_mask
+        # ĉ_t: each word over its own image's regions (the code attends with every position, pads included).
+        context_words, _ = double_softmax_attention(words, keys, lam=cfg.lam, query_mask=None if bug else word_mask)
+        # ĥ_r: each region over its own report's words, pads masked in the softmax over words.
+        per_word = torch.softmax(keys @ words.transpose(1, 2), dim=1)  # first softmax: over regions, per word
+        if bug:
+            # The released code expands the pad mask with mask.repeat(R, 1) against rows ordered (b, r):
+            # row (b, r) gets the mask of caption (b * R + r) mod B.
+            idx = (torch.arange(b, device=words.device)[:, None] * r + torch.arange(r, device=words.device)[None, :]) % b
+            key_valid = word_mask[idx]  # [B, R, T]
+        else:
+            key_valid = word_mask[:, None, :]
+        context_regions = masked_softmax(cfg.lam * per_word, key_valid, dim=-1) @ words  # [B, R, D]
+        # The code l2-normalises these alignments over the region axis before the SA weights (spec §3.3).
+        alignment = F.normalize(context_regions * regions, dim=1)
+        _, region_weights = self.aggregate(alignment)
+        word_weights = word_mask.to(words.dtype) / word_mask.sum(1, keepdim=True).clamp_min(1)
+        return {"context_words": context_words, "word_weights": word_weights,
+                "context_regions": context_regions, "region_weights": region_weights}
+
+    def forward(self, images: Tensor, text: TextBatch, study_ids: Tensor | None = None) -> PretrainOutput:
+        cfg: LimitrLossConfig = self.config.loss
+        img, rep = self.encode_images(images), self.encode_reports(text)
+        terms: dict[str, Tensor] = {}
+        total = images.new_zeros(())
+        if cfg.global_weight > 0:
+            g = limitr_global_loss(gather_with_grad(img["global"]), gather_with_grad(rep["global"]), temperature=cfg.temperature)
+            terms["global"] = g.detach()
+            total = total + cfg.global_weight * g
+        if cfg.external_weight > 0:
+            words, word_mask = self.gather_words(rep)
+            gathered_img = {"keys": gather_with_grad(img["keys"]), "regions": gather_with_grad(img["regions"])}
+            s_cap, s_img = self.pair_scores(gathered_img, {"words": words, "word_mask": word_mask})
+            ext = limitr_external_loss(s_cap, s_img, scale=1.0 / cfg.temperature)
+            terms["external"] = ext.detach()
+            total = total + cfg.external_weight * ext
+        if cfg.internal_weight > 0:
+            t = self.internal_terms(img, rep)  # within-sample: no gathering
+            internal = limitr_internal_loss(rep["words"], t["context_words"], t["word_weights"], img["regions"],
+                                            t["context_regions"], t["region_weights"], temperature=cfg.temperature,
+                                            word_mask=None if cfg.bug_compatible_internal_mask else rep["word_mask"])
+            terms["internal"] = internal.detach()
+            total = total + cfg.internal_weight * internal
+        return PretrainOutput(loss=total, terms=terms)
+
+    def similarity(self, image_emb: dict[str, Tensor], report_emb: dict[str, Tensor], chunk: int = 16) -> Tensor:
+        """LIMITR's retrieval score S = ½[w_ext·½(S_cap + S_img) + w_glob·G] (spec §3.3)."""
+        cfg: LimitrLossConfig = self.config.loss
+
+        def block(i: slice, j: slice) -> Tensor:
+            s_cap, s_img = self.pair_scores({k: image_emb[k][i] for k in ("keys", "regions")},
+                                            {k: report_emb[k][j] for k in ("words", "word_mask")})
+            g = F.normalize(image_emb["global"][i], dim=-1) @ F.normalize(report_emb["global"][j], dim=-1).T
+            return 0.5 * (cfg.external_weight * 0.5 * (s_cap + s_img) + cfg.global_weight * g)
+
+        return chunked_pairwise(block, len(image_emb["regions"]), len(report_emb["words"]), chunk)
