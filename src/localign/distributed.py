@@ -9,15 +9,39 @@ concatenated batch (tested on CPU with gloo in ``tests/test_distributed.py``).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
 
+_local = threading.local()
+
+
 def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+@contextlib.contextmanager
+def no_gather():
+    """Make :func:`gather_with_grad` and :func:`pad_to_global_max` no-ops inside the block.
+
+    Validation runs on rank 0 alone over the whole validation split, with single-process semantics;
+    without this, a gather there would wait forever for the other ranks.
+    """
+    previous = getattr(_local, "disabled", False)
+    _local.disabled = True
+    try:
+        yield
+    finally:
+        _local.disabled = previous
+
+
+def _gathering() -> bool:
+    return is_distributed() and not getattr(_local, "disabled", False)
 
 
 def rank() -> int:
@@ -38,7 +62,7 @@ def gather_with_grad(x: Tensor) -> Tensor:
 
     All ranks must pass the same shape (pad variable-length dimensions first, see :func:`pad_to_global_max`).
     """
-    if not is_distributed():
+    if not _gathering():
         return x
     try:
         from torch.distributed._functional_collectives import all_gather_tensor_autograd
@@ -67,7 +91,7 @@ def all_reduce_max(value: int) -> int:
 
 def pad_to_global_max(x: Tensor, dim: int, value: float = 0.0) -> Tensor:
     """Pad ``x`` along ``dim`` to the largest size over all ranks, so that it can be gathered."""
-    if not is_distributed():
+    if not _gathering():
         return x
     target = all_reduce_max(x.shape[dim])
     if target == x.shape[dim]:

@@ -14,12 +14,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from localign.models.config import TextInputConfig
+if TYPE_CHECKING:  # the config lives with the method configs; importing it here would be circular
+    from localign.models.config import TextInputConfig
 
 TokenIds = list[int]
 

@@ -1,0 +1,117 @@
+"""Checkpoints (atomic, ``torch.load(weights_only=True)``-compatible) and encoder-only exports.
+
+A training checkpoint holds the model, optimisers, schedulers, gradient scaler, RNG states,
+epoch/step counters, early-stopping state and the resolved config, and is written to a temporary
+file in the same folder and renamed: a run killed while saving leaves the previous checkpoint intact.
+
+An **encoder export** (``encoder.pt``) holds only the image backbone's weights, its
+:class:`~localign.models.config.ImageEncoderConfig` and the preprocessing needed to use it
+(input size, padding geometry, normalisation). :func:`load_image_encoder` rebuilds it without any
+training class (MGCA#25 is the counter-example this avoids).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from localign.config import config_from_dict, config_to_dict
+from localign.models.config import ImageEncoderConfig
+from localign.models.image import ImageEncoder
+
+CHECKPOINT_FORMAT = "localign-checkpoint"
+ENCODER_FORMAT = "localign-image-encoder"
+FORMAT_VERSION = 1
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to ``path.tmp<pid>`` then ``os.replace``: readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def rng_state() -> dict[str, Any]:
+    """Torch, CUDA, numpy and Python RNG states in weights_only-loadable types."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a training checkpoint (``weights_only=True``) and check its format."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a localign training checkpoint")
+    return ckpt
+
+
+def export_image_encoder(encoder: ImageEncoder, path: str | Path, preprocessing: dict[str, Any], meta: dict[str, Any] | None = None) -> Path:
+    """Write the backbone weights + config + preprocessing metadata (see the module docstring)."""
+    payload = {
+        "format": ENCODER_FORMAT,
+        "version": FORMAT_VERSION,
+        "config": config_to_dict(encoder.config),
+        "state_dict": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
+        "preprocessing": preprocessing,
+        "meta": meta or {},
+    }
+    return atomic_save(payload, path)
+
+
+def load_image_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[ImageEncoder, dict[str, Any]]:
+    """Rebuild an exported image encoder: ``(encoder in eval mode, preprocessing dict)``.
+
+    ``preprocessing`` holds ``input_size``, ``geometry`` (``pad_resize``), ``normalize``
+    (``dataset``/``half``/``max``), ``mean``/``std`` and ``in_channels``; see
+    :func:`localign.train.augment.eval_transform` and :func:`~localign.train.augment.normalize`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"encoder export not found: {path}")
+    payload = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != ENCODER_FORMAT:
+        raise ValueError(f"{path} is not a localign image-encoder export (format {ENCODER_FORMAT!r})")
+    config = config_from_dict(ImageEncoderConfig, {**payload["config"], "weights": None})
+    encoder = ImageEncoder(config)
+    encoder.load_state_dict(payload["state_dict"])
+    encoder.eval()
+    return encoder, dict(payload["preprocessing"])
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside DDP (or the module itself)."""
+    return model.module if hasattr(model, "module") else model

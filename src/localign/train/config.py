@@ -1,0 +1,151 @@
+"""Run configuration of pretraining: which method, which data, and the few run-level settings.
+
+A :class:`TrainConfig` names a registry method plus dotted overrides of its
+:class:`~localign.models.config.MethodConfig`; :func:`resolve_method` applies them. Both the train
+config and the resolved method config are saved in ``config.yaml`` of every run folder and inside
+every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from localign.config import config_from_dict, config_to_dict, replace
+from localign.models.config import MethodConfig
+from localign.models.registry import get_method
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Image augmentation of the training split (validation/test: pad to square + resize only).
+
+    The default is LoVT's/ConVIRT's scheme (spec §2.5.1) **without horizontal flips**: reports name
+    sides, so a flipped image contradicts its report. ``hflip_prob > 0`` flips and, with
+    ``swap_laterality``, exchanges "left" and "right" in the report to keep the pair true.
+    """
+
+    crop: str = "random_resized"  # random_resized (ConVIRT/LoVT) | random (GLoRIA/LIMITR: pad, resize 256/224, random crop) | none
+    crop_scale: tuple[float, float] = (0.6, 1.0)
+    hflip_prob: float = 0.0
+    swap_laterality: bool = True
+    degrees: float = 20.0
+    translate: float = 0.1
+    scale: tuple[float, float] = (0.95, 1.05)
+    brightness: tuple[float, float] = (0.6, 1.4)
+    contrast: tuple[float, float] = (0.6, 1.4)
+    blur_prob: float = 1.0  # LoVT always blurs (its guard is always true)
+    blur_sigma: tuple[float, float] = (0.1, 3.0)
+    normalize: str = "dataset"  # dataset (train-split mean/std) | half ((x - 0.5) / 0.5) | max (x / max(x), local MI)
+
+
+#: Named augmentation schemes of the papers.
+AUGMENTATIONS: dict[str, AugmentConfig] = {
+    "convirt": AugmentConfig(),
+    "gloria": AugmentConfig(crop="random", degrees=0.0, translate=0.0, scale=(1.0, 1.0), brightness=(1.0, 1.0),
+                            contrast=(1.0, 1.0), blur_prob=0.0, normalize="half"),
+    "liao": AugmentConfig(crop="none", degrees=20.0, translate=0.1, scale=(1.0, 1.0), brightness=(1.0, 1.0),
+                          contrast=(1.0, 1.0), blur_prob=0.0, normalize="max"),
+    "none": AugmentConfig(crop="none", degrees=0.0, translate=0.0, scale=(1.0, 1.0), brightness=(1.0, 1.0),
+                          contrast=(1.0, 1.0), blur_prob=0.0),
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One pretraining run. ``None`` means "the method's paper default"."""
+
+    method: str = "lovt"
+    overrides: dict[str, Any] = field(default_factory=dict)  # dotted MethodConfig keys, e.g. {"image.arch": "resnet18"}
+    data: str | None = None  # prepared dataset folder; None: the SynthCXR demo (generated and prepared on first use)
+    out: str = "runs/lovt"
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    epochs: int | None = None
+    batch_size: int | None = None  # the contrastive batch: split across ranks under DDP
+    lr: float | None = None
+    text_lr: float | None = None
+    accumulate: int | None = None
+    max_steps: int | None = None  # stop after this many optimizer steps (smoke runs)
+    max_train_studies: int | None = None  # use only the first N training studies (LoVT's subsets are prefixes)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "auto"  # auto (bf16, else fp16, on CUDA; off on CPU) | off | bf16 | fp16
+    deterministic: bool = False
+    num_workers: int = 0
+    val_retrieval_pool: int | None = None  # None: the whole validation split; N: chunks of N pairs (LIMITR: 1000)
+    checkpoint_every: int | None = None  # optimizer steps between mid-epoch checkpoints (None: at epoch ends)
+    early_stopping: bool = True
+    log_every: int = 10  # optimizer steps between train-metric rows
+    progress: bool = True
+    resume: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        return config_from_dict(cls, data)
+
+
+def resolve_method(config: TrainConfig) -> MethodConfig:
+    """The registry method with the run's overrides and shortcuts (epochs, batch size, lr) applied."""
+    method = get_method(config.method, **dict(config.overrides))
+    optim: dict[str, Any] = {}
+    if config.epochs is not None:
+        optim["max_epochs"] = config.epochs
+    if config.batch_size is not None:
+        optim["batch_size"] = config.batch_size
+    if config.lr is not None:
+        optim["lr"] = config.lr
+    if config.text_lr is not None:
+        optim["text_lr"] = config.text_lr
+    if config.accumulate is not None:
+        optim["accumulate"] = config.accumulate
+    if optim:
+        method = dataclasses.replace(method, optim=dataclasses.replace(method.optim, **optim))
+    return method
+
+
+_TORCHVISION_LAST = {"resnet18": "layer4", "resnet50": "layer4"}
+
+
+def encoder_overrides(
+    method: str | MethodConfig,
+    image_arch: str = "resnet18",
+    image_size: int = 128,
+    image_weights: str | None = None,
+    text_model: str = "minilm",
+) -> dict[str, Any]:
+    """Overrides that put a method on other encoders while keeping its design.
+
+    Used to give every method **identical encoders** (the demo runs all methods on a ResNet-18 at
+    128 px and the offline MiniLM): the region layer keeps its role (LoVT/local-MI regions from the
+    last stage, GLoRIA/LIMITR from the stage before), GLoRIA/LIMITR's 224→299 upsampling is kept only
+    at 224 px input, and LoVT's "freeze half of BERT" becomes half of the new text tower's layers.
+    """
+    cfg = get_method(method) if isinstance(method, str) else method
+    out: dict[str, Any] = {"image.arch": image_arch, "image.weights": image_weights, "image.input_size": image_size}
+    if image_arch in _TORCHVISION_LAST:
+        last = _TORCHVISION_LAST[image_arch]
+        if cfg.image.region_layer not in ("layer1", "layer2", "layer3", "layer4"):  # Liao et al.'s layer5/6
+            out["image.region_layer"] = last
+    if cfg.image.upsample_to is not None and image_size != 224:
+        out["image.upsample_to"] = None
+    out["text.model"] = text_model
+    if cfg.text.freeze_layers:
+        from localign.models.text import load_bert  # noqa: F401  (documents where the layer count comes from)
+        from transformers import AutoConfig
+
+        from localign.data.tokenize import resolve_text_model
+
+        n_layers = AutoConfig.from_pretrained(resolve_text_model(text_model)).num_hidden_layers
+        # Keep the paper's frozen fraction (LoVT/ConVIRT: 6 of Bio_ClinicalBERT's 12 layers).
+        out["text.freeze_layers"] = round(cfg.text.freeze_layers / 12 * n_layers)
+    return out
+
+
+def with_overrides(config: TrainConfig, **overrides: Any) -> TrainConfig:
+    """``replace`` for TrainConfig that merges method overrides instead of replacing them."""
+    merged = {**config.overrides, **overrides.pop("overrides", {})}
+    return replace(config, overrides=merged, **overrides)

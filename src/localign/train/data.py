@@ -1,0 +1,258 @@
+"""Datasets and batches for pretraining, built on a prepared dataset (:mod:`localign.data.manifest`).
+
+A training sample is a **study**: each access draws one of its frontal images (LoVT), augments it,
+and augments the report's sentences (sentence swaps or one random sentence). Randomness comes from
+a generator seeded by (seed, epoch, study index), so every sample is reproducible whatever the
+number of workers or processes, and a resumed run sees exactly the samples it would have seen.
+
+Three text views of a study (``text_view``):
+
+- ``train``: the method's augmentation (LoVT swaps; ConVIRT/CLIP/GLoRIA one random sentence);
+- ``fixed``: validation loss; no shuffling, and a random-sentence method gets a sentence fixed per
+  study, so that validation losses are comparable across epochs;
+- ``full``: the whole report (retrieval candidates are reports, not sentences).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, Sampler
+
+from localign.data.images import ImageReadError, load_image
+from localign.data.manifest import PreparedDataset
+from localign.data.text import SpecialTokens, TextBatch, augment_sentences, collate_reports, swap_laterality
+from localign.data.tokenize import ReportTokens, build_report_tokens
+from localign.models.config import TextInputConfig
+from localign.train.augment import eval_transform, normalize, train_transform
+from localign.train.config import AugmentConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Batch:
+    """:ivar images: ``[B, 1, S, S]``; :ivar text: the reports; :ivar study_ids, subject_ids, indices: ``[B]``."""
+
+    images: Tensor
+    text: TextBatch
+    study_ids: Tensor
+    subject_ids: Tensor
+    indices: Tensor
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(self.images.to(device, non_blocking=True), self.text.to(device), self.study_ids.to(device),
+                     self.subject_ids.to(device), self.indices.to(device))
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+@dataclass(frozen=True)
+class PixelStats:
+    mean: float
+    std: float
+
+
+def pixel_stats(prepared: PreparedDataset, n_images: int = 256, size: int = 128, seed: int = 0) -> PixelStats:
+    """Mean/std of training images (pad + resize to ``size``, values in [0, 1]) over a seeded sample.
+
+    LoVT normalises with the pixel statistics of the MIMIC training split. Cached as
+    ``pixel_stats.json`` in the prepared folder when it is writable.
+    """
+    cache = prepared.root / "pixel_stats.json"
+    key = f"{n_images}-{size}-{seed}"
+    if cache.is_file():
+        stored = json.loads(cache.read_text())
+        if stored.get("key") == key:
+            return PixelStats(stored["mean"], stored["std"])
+    train = prepared.images[prepared.images["split"] == "train"]
+    if train.empty:
+        raise ValueError(f"{prepared.root}: no training images to compute pixel statistics from")
+    rows = train.sample(n=min(n_images, len(train)), random_state=seed)
+    total, total_sq, count = 0.0, 0.0, 0
+    for path in rows["path"]:
+        x = eval_transform(torch.from_numpy(load_image(prepared.image_path(path))).float()[None] / 255.0, size)
+        total += float(x.sum())
+        total_sq += float((x**2).sum())
+        count += x.numel()
+    mean = total / count
+    std = max((total_sq / count - mean**2) ** 0.5, 1e-6)
+    try:
+        cache.write_text(json.dumps({"key": key, "mean": mean, "std": std}))
+    except OSError:  # a read-only prepared folder is fine
+        pass
+    return PixelStats(mean, std)
+
+
+def report_tokens(prepared: PreparedDataset, tokenizer, max_length: int, swapped: bool = False, progress: bool = False) -> ReportTokens:
+    """Token ids of every manifest sentence, cached in ``<prepared>/tokens/`` (laterality-swapped if asked)."""
+    manifest = prepared.manifest
+    sentences = [[swap_laterality(s) for s in sents] for sents in manifest["sentences"]] if swapped else list(manifest["sentences"])
+    cache = prepared.root / "tokens"
+    try:
+        cache.mkdir(exist_ok=True)
+    except OSError:
+        cache = None
+    return build_report_tokens(list(manifest["study_id"]), sentences, tokenizer, max_length, cache_dir=cache, progress=progress)
+
+
+class PretrainDataset(Dataset):
+    """Study-level image-report samples of one split (see the module docstring)."""
+
+    def __init__(
+        self,
+        prepared: PreparedDataset,
+        split: str,
+        tokens: ReportTokens,
+        text_config: TextInputConfig,
+        image_size: int,
+        augment: AugmentConfig,
+        stats: PixelStats,
+        text_view: str = "train",
+        seed: int = 0,
+        swapped_tokens: ReportTokens | None = None,
+        max_studies: int | None = None,
+    ) -> None:
+        if text_view not in ("train", "fixed", "full"):
+            raise ValueError(f"text_view must be train, fixed or full, got {text_view!r}")
+        rows = prepared.split(split)
+        if max_studies is not None:
+            rows = rows.iloc[:max_studies]  # prefix subsets, as LoVT's 30 % pretraining set
+        if rows.empty:
+            raise ValueError(f"{prepared.root}: the {split!r} split has no studies")
+        missing = [s for s in rows["study_id"] if s not in tokens]
+        if missing:
+            raise ValueError(f"{len(missing)} studies of {split!r} have no cached tokens (e.g. {missing[:3]}); the token cache is stale")
+        self.prepared = prepared
+        self.split = split
+        self.study_ids = rows["study_id"].to_numpy()
+        self.subject_ids = rows["subject_id"].to_numpy()
+        self.image_paths = [[prepared.image_path(p) for p in paths] for paths in rows["image_paths"]]
+        self.tokens = tokens
+        self.swapped_tokens = swapped_tokens
+        self.text_config = text_config
+        self.image_size = image_size
+        self.augment = augment
+        self.stats = stats
+        self.text_view = text_view
+        self.train = text_view == "train"
+        self.seed = seed
+        self.epoch = 0
+        self.read_errors: dict[str, str] = {}
+        if self.train and augment.hflip_prob > 0 and augment.swap_laterality and swapped_tokens is None:
+            raise ValueError("horizontal flips with swap_laterality need the laterality-swapped token cache")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.study_ids)
+
+    def _rng(self, index: int) -> np.random.Generator:
+        epoch = self.epoch if self.train else 0
+        return np.random.default_rng([self.seed, epoch, index, 0 if self.train else 1])
+
+    def _load(self, index: int, rng: np.random.Generator) -> Tensor:
+        paths = self.image_paths[index]
+        order = list(rng.permutation(len(paths))) if self.train else list(range(len(paths)))
+        for view in order:  # one frontal view per step; another view if one is unreadable
+            try:
+                pixels = load_image(paths[view])
+            except ImageReadError as err:
+                if str(paths[view]) not in self.read_errors:
+                    log.warning("skipping unreadable image (study %s): %s", self.study_ids[index], err)
+                self.read_errors[str(paths[view])] = str(err)
+                continue
+            return torch.from_numpy(pixels).float()[None] / 255.0
+        raise ImageReadError(paths[0], f"no readable frontal image for study {self.study_ids[index]}: {self.read_errors.get(str(paths[0]), '')}")
+
+    def __getitem__(self, index: int) -> dict:
+        rng = self._rng(index)
+        image = self._load(index, rng)
+        flipped = False
+        if self.train:
+            image, flipped = train_transform(image, self.image_size, self.augment, rng)
+        else:
+            image = eval_transform(image, self.image_size)
+        image = normalize(image, self.augment.normalize, self.stats.mean, self.stats.std)
+        study = int(self.study_ids[index])
+        source = self.swapped_tokens if flipped and self.augment.swap_laterality else self.tokens
+        sentences = source.sentences(study)
+        if self.text_view == "train":
+            sentences = augment_sentences(sentences, self.text_config, rng)
+        elif self.text_view == "fixed" and self.text_config.sentence_sampling is not None:
+            fixed = replace(self.text_config, sentence_shuffling=None)
+            sentences = augment_sentences(sentences, fixed, np.random.default_rng([self.seed, index, 2]))
+        return {"image": image, "sentences": sentences, "study_id": study, "subject_id": int(self.subject_ids[index]), "index": index}
+
+
+class Collate:
+    """Stack images and assemble the reports for a method's text tower (picklable for workers)."""
+
+    def __init__(self, text_config: TextInputConfig, special: SpecialTokens) -> None:
+        self.text_config = text_config
+        self.special = special
+
+    def __call__(self, samples: Sequence[dict]) -> Batch:
+        return Batch(
+            images=torch.stack([s["image"] for s in samples]),
+            text=collate_reports([s["sentences"] for s in samples], self.text_config, self.special),
+            study_ids=torch.tensor([s["study_id"] for s in samples]),
+            subject_ids=torch.tensor([s["subject_id"] for s in samples]),
+            indices=torch.tensor([s["index"] for s in samples]),
+        )
+
+
+class EpochSampler(Sampler[int]):
+    """A seeded permutation per epoch, sharded across ranks, optionally skipping its first indices.
+
+    Equivalent to ``DistributedSampler(shuffle=True, drop_last=True)`` with ``seed``; ``skip``
+    serves mid-epoch resumption: the epoch's first ``skip`` samples of this rank are not yielded.
+    """
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world_size: int = 1, shuffle: bool = True) -> None:
+        self.n, self.seed, self.rank, self.world_size, self.shuffle = n, seed, rank, world_size, shuffle
+        self.epoch, self.skip = 0, 0
+        self.per_rank = n // world_size
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def __iter__(self):
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        order = order[: self.per_rank * self.world_size][self.rank :: self.world_size]
+        return iter(order[self.skip :])
+
+    def __len__(self) -> int:
+        return self.per_rank - self.skip
+
+
+def batch_fields() -> list[str]:
+    return [f.name for f in fields(Batch)]
+
+
+def resolve_data(data: str | None, progress: bool = True) -> Path:
+    """The prepared dataset folder of a run: ``data`` itself, or the SynthCXR demo when None."""
+    if data is None:
+        from localign.data.demo import demo_prepared
+
+        return demo_prepared(progress=progress)
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(
+            f"data root {path} does not exist. Point --data at a folder written by `localign prepare`, "
+            "or leave it unset to use the SynthCXR demo dataset."
+        )
+    return path

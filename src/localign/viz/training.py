@@ -1,0 +1,47 @@
+"""Figures of a pretraining run: loss, retrieval recall and learning rate against optimizer steps."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.figure import Figure
+
+
+def plot_training_curves(history: pd.DataFrame, title: str = "", chance_r1: float | None = None) -> Figure:
+    """Three panels from a run's ``metrics.csv`` (long format: step, epoch, phase, name, value).
+
+    Left: training loss per logged step and validation loss per epoch. Middle: validation R@1/5/10
+    (image→report solid, report→image dashed), with the chance level of R@1 if given. Right: the
+    learning rate of every parameter group.
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    train = history[history["phase"] == "train"]
+    val = history[history["phase"] == "val"]
+    ax = axes[0]
+    t = train[train["name"] == "loss"]
+    ax.plot(t["step"], t["value"], label="train", lw=1)
+    v = val[val["name"] == "val/loss"]
+    ax.plot(v["step"], v["value"], "o-", label="validation")
+    ax.set(xlabel="optimizer step", ylabel="loss", title="objective")
+    ax.legend()
+    ax = axes[1]
+    for k, color in zip((1, 5, 10), ("C0", "C1", "C2")):
+        for direction, style in (("i2t", "-"), ("t2i", "--")):
+            r = val[val["name"] == f"val/{direction}_R@{k}"]
+            if len(r):
+                ax.plot(r["step"], r["value"], style, color=color, marker="o", ms=3, label=f"{direction} R@{k}")
+    if chance_r1 is not None:
+        ax.axhline(chance_r1, color="grey", lw=1, ls=":", label="chance R@1")
+    ax.set(xlabel="optimizer step", ylabel="recall (%)", title="validation retrieval")
+    ax.legend(fontsize=7, ncol=2)
+    ax = axes[2]
+    for name in sorted(n for n in train["name"].unique() if n.startswith("lr/")):
+        r = train[train["name"] == name]
+        ax.plot(r["step"], r["value"], label=name[3:])
+    ax.set(xlabel="optimizer step", ylabel="learning rate", title="schedule")
+    if len(ax.lines):
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

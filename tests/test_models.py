@@ -1,0 +1,388 @@
+"""Encoders, pooling functions, heads, configs and the method registry."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from localign.config import load_config, save_config
+from localign.data.text import SpecialTokens, TextBatch, assemble_joint, collate_reports, random_sentence_swaps, swap_laterality
+from localign.models import build_model, get_method, list_methods
+from localign.models.config import ImageEncoderConfig, MethodConfig, TextInputConfig
+from localign.models.heads import AttentionPool, ConcatCritic, LoVTAlignment, ProjectionHead, SelfAttentionAggregator, sincos_positional_encoding_2d
+from localign.models.image import ImageEncoder
+from localign.models.registry import LOVT_ABLATIONS
+from localign.models.text import masked_max, merge_word_pieces, sentence_max_pool
+
+from .helpers import TINY_TEXT, tiny_method
+
+SP = SpecialTokens(cls=101, sep=102, pad=0)
+
+
+# --- image encoder -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "arch, layer, pool, size, grid, c_region, c_pooled",
+    [
+        ("resnet18", "layer4", "avg", 128, (4, 4), 512, 512),
+        ("resnet18", "layer3", "avg", 128, (8, 8), 256, 512),
+        ("resnet50", "layer4", "avg", 224, (7, 7), 2048, 2048),  # LoVT: 7x7x2048 at 224
+        ("liao_resnet6", "layer5", "avg2x2_flatten", 256, (8, 8), 128, 768),  # repository: z 768, z_local 8x8x128
+        ("liao_resnet5", "layer5", "avg", 256, (4, 4), 512, 512),  # paper: 4x4x512 local features
+    ],
+)
+def test_image_encoder_grids(arch, layer, pool, size, grid, c_region, c_pooled):
+    in_ch = 1 if arch.startswith("liao") else 3
+    enc = ImageEncoder(ImageEncoderConfig(arch=arch, region_layer=layer, global_pool=pool, in_channels=in_ch)).eval()
+    with torch.no_grad():
+        f = enc(torch.randn(2, 1, size, size))
+    assert f.grid == grid
+    assert f.regions.shape == (2, grid[0] * grid[1], c_region)
+    assert f.pooled.shape == (2, c_pooled)
+    assert enc.region_channels == c_region and enc.pooled_channels == c_pooled
+
+
+def test_regions_are_row_major_and_pool_is_their_mean():
+    enc = ImageEncoder(ImageEncoderConfig(arch="resnet18", region_layer="layer4")).eval()
+    with torch.no_grad():
+        f = enc(torch.randn(1, 1, 128, 128))
+        last = enc.stage_maps(torch.randn(1, 1, 128, 128))  # noqa: F841  (stage_maps must run standalone)
+    # region k = h * W + w
+    assert torch.equal(f.region_map[0, :, 1, 2], f.regions[0, 1 * f.grid[1] + 2])
+    assert torch.allclose(f.pooled, f.regions.mean(1), atol=1e-5)
+
+
+def test_upsampling_gives_gloria_grid():
+    enc = ImageEncoder(ImageEncoderConfig(arch="resnet18", region_layer="layer3", upsample_to=299)).eval()
+    with torch.no_grad():
+        f = enc(torch.randn(1, 1, 224, 224))
+    assert f.grid == (19, 19)  # GLoRIA/LIMITR: 361 regions
+
+
+def test_grayscale_is_replicated_not_rejected():
+    enc = ImageEncoder(ImageEncoderConfig(arch="resnet18")).eval()
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(enc(x).pooled, enc(x.expand(-1, 3, -1, -1)).pooled)
+    with pytest.raises(ValueError, match="input channels"):
+        enc(torch.randn(2, 2, 64, 64))
+
+
+def test_image_encoder_errors_name_the_problem(tmp_path):
+    with pytest.raises(ValueError, match="unknown image encoder arch"):
+        ImageEncoder(ImageEncoderConfig(arch="vgg"))
+    with pytest.raises(ValueError, match="region_layer 'layer5' is not a stage"):
+        ImageEncoder(ImageEncoderConfig(arch="resnet18", region_layer="layer5"))
+    with pytest.raises(FileNotFoundError, match="weights not found"):
+        ImageEncoder(ImageEncoderConfig(arch="resnet18", weights=str(tmp_path / "nope.pt")))
+
+
+def test_imagenet_weights_offline_error_is_clear(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # empty cache
+
+    def no_network(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    import torchvision.models._api as api
+
+    monkeypatch.setattr(api.WeightsEnum, "get_state_dict", no_network)
+    with pytest.raises(RuntimeError, match="ImageNet weights for resnet18 are not cached"):
+        ImageEncoder(ImageEncoderConfig(arch="resnet18", weights="imagenet"))
+
+
+def test_torchvision_state_dict_loads(tmp_path):
+    from torchvision.models import resnet18
+
+    net = resnet18(weights=None)
+    torch.save(net.state_dict(), tmp_path / "r18.pt")
+    enc = ImageEncoder(ImageEncoderConfig(arch="resnet18", weights=str(tmp_path / "r18.pt")))
+    assert torch.equal(enc.stages["layer1"][0].conv1.weight, net.layer1[0].conv1.weight)
+
+
+# --- pooling functions -------------------------------------------------------------------------------
+
+
+def test_sentence_max_pool_known_values_and_zero_padding():
+    tokens = torch.tensor([[[1.0, 5.0], [3.0, 2.0], [9.0, 9.0], [0.0, 7.0], [4.0, 4.0]]])
+    sent_ids = torch.tensor([[-1, 0, 0, 1, -1]])  # [CLS] s0 s0 s1 [SEP]
+    out, mask = sentence_max_pool(tokens, sent_ids, n_sentences=3)
+    assert torch.equal(out[0, 0], torch.tensor([9.0, 9.0]))
+    assert torch.equal(out[0, 1], torch.tensor([0.0, 7.0]))
+    assert torch.equal(out[0, 2], torch.zeros(2))  # padded slot is exactly zero (LoVT)
+    assert mask.tolist() == [[True, True, False]]
+
+
+def test_sentence_max_pool_ignores_special_tokens():
+    tokens = torch.randn(2, 6, 4)
+    ids = torch.tensor([[-1, 0, 0, 1, -1, -1], [-1, 0, 1, 1, 1, -1]])
+    a, _ = sentence_max_pool(tokens, ids)
+    tokens2 = tokens.clone()
+    tokens2[ids < 0] = 100.0
+    b, _ = sentence_max_pool(tokens2, ids)
+    assert torch.equal(a, b)
+
+
+def test_merge_word_pieces_sums_continuations():
+    tokens = torch.arange(12, dtype=torch.float).reshape(1, 6, 2)
+    word_ids = torch.tensor([[0, 1, 2, 2, 2, -1]])  # [CLS] w1 w2 ##a ##b [SEP]
+    words, mask = merge_word_pieces(tokens, word_ids)
+    assert words.shape == (1, 3, 2)
+    assert torch.equal(words[0, 2], tokens[0, 2] + tokens[0, 3] + tokens[0, 4])
+    assert mask.tolist() == [[True, True, True]]
+
+
+def test_masked_max_and_all_masked_row():
+    x = torch.tensor([[[1.0], [5.0]], [[2.0], [3.0]]])
+    m = torch.tensor([[True, False], [False, False]])
+    assert masked_max(x, m).tolist() == [[1.0], [0.0]]
+
+
+def test_text_encoder_word_ids_follow_wordpieces(tokenizer):
+    from localign.models.text import TextEncoder
+    from localign.models.config import TextEncoderConfig
+
+    enc = TextEncoder(TextEncoderConfig(model="minilm", random_init=True, tiny=TINY_TEXT))
+    batch = tokenizer(["small left pleural effusion"], return_tensors="pt")
+    pieces = tokenizer.convert_ids_to_tokens(batch["input_ids"][0])
+    ids = enc.word_ids(batch["input_ids"], batch["attention_mask"])[0].tolist()
+    assert ids[0] == 0 and ids[-1] == -1  # [CLS] is word 0, [SEP] excluded
+    for piece, prev, cur in zip(pieces[2:-1], ids[1:-2], ids[2:-1]):
+        assert (cur == prev) == piece.startswith("##")
+    assert max(ids) == len("small left pleural effusion".split())
+
+
+def test_text_encoder_freezing(tokenizer):
+    from localign.models.config import TextEncoderConfig
+    from localign.models.text import TextEncoder
+
+    enc = TextEncoder(TextEncoderConfig(model="minilm", random_init=True, tiny=TINY_TEXT, freeze_embeddings=True, freeze_layers=1))
+    assert not any(p.requires_grad for p in enc.bert.embeddings.parameters())
+    assert not any(p.requires_grad for p in enc.bert.encoder.layer[0].parameters())
+    assert all(p.requires_grad for p in enc.bert.encoder.layer[1].parameters())
+    with pytest.raises(ValueError, match="cannot freeze 5 layers"):
+        TextEncoder(TextEncoderConfig(model="minilm", random_init=True, tiny=TINY_TEXT, freeze_layers=5))
+
+
+def test_offline_text_model_error_is_clear(monkeypatch):
+    from localign.data.tokenize import load_tokenizer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OSError, match="could not load 'emilyalsentzer/Bio_ClinicalBERT'.*minilm"):
+        load_tokenizer("emilyalsentzer/Bio_ClinicalBERT")
+
+
+# --- text assembly -----------------------------------------------------------------------------------
+
+
+def test_assemble_joint_drops_overflowing_sentences_like_lovt():
+    sents = [[1, 2, 3], [4, 5], [6, 7, 8, 9], [10]]
+    ids, sids = assemble_joint(sents, SP, max_length=8, overflow="drop_sentences")  # budget 6
+    assert ids == [101, 1, 2, 3, 4, 5, 102]  # sentence 2 does not fit: it and every later one are dropped
+    assert sids == [-1, 0, 0, 0, 1, 1, -1]
+    ids, sids = assemble_joint(sents, SP, max_length=8, overflow="truncate")
+    assert ids == [101, 1, 2, 3, 4, 5, 6, 102] and sids[-2] == 2
+    ids, _ = assemble_joint([[1] * 20], SP, max_length=8)  # a single long first sentence is truncated
+    assert ids == [101] + [1] * 6 + [102]
+
+
+def test_collate_joint_and_sentences_modes():
+    reports = [[[1, 2], [3]], [[4, 5, 6]]]
+    tb = collate_reports(reports, TextInputConfig(mode="joint", max_length=16), SP)
+    assert tb.input_ids.tolist() == [[101, 1, 2, 3, 102], [101, 4, 5, 6, 102]]
+    assert tb.sentence_mask.tolist() == [[True, True], [True, False]]
+    tb = collate_reports(reports, TextInputConfig(mode="sentences", max_length=16), SP)
+    assert tb.input_ids.shape == (2, 2, 5)
+    assert tb.input_ids[0, 1, :3].tolist() == [101, 3, 102]
+    assert tb.attention_mask[1, 1].sum() == 0  # padded sentence slot
+    tb = collate_reports(reports, TextInputConfig(mode="joint", max_length=10, pad_to_max_length=True), SP)
+    assert tb.input_ids.shape == (2, 10)
+
+
+def test_sentence_swaps_keep_every_sentence_and_follow_geometric_count():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    sents = list(range(6))
+    changed = 0
+    for _ in range(2000):
+        out = random_sentence_swaps(sents, 0.6, rng)
+        assert sorted(out) == sents
+        changed += out != sents
+    # P(no swap) = 0.4 and a swap can be a no-op (i == j, 1/6): P(unchanged) is a bit above 0.4
+    assert 0.40 < 1 - changed / 2000 < 0.52
+
+
+def test_swap_laterality():
+    assert swap_laterality("Left effusion, right lung clear. LEFT") == "Right effusion, left lung clear. RIGHT"
+    assert swap_laterality("leftover bright") == "leftover bright"
+
+
+# --- heads -------------------------------------------------------------------------------------------
+
+
+def test_projection_head_bn_statistics_include_padded_rows():
+    head = ProjectionHead(4, 8, 3, norm="batch").train()
+    x = torch.randn(2, 3, 4)
+    x[1, 2] = 0.0  # a padded sentence slot
+    head(x)
+    mean_with_pad = head.norm.running_mean.clone()
+    head2 = ProjectionHead(4, 8, 3, norm="batch").train()
+    head2.load_state_dict({k: v for k, v in head.state_dict().items() if "running" not in k and "num_batches" not in k}, strict=False)
+    head2(x.reshape(-1, 4)[:5])  # the same rows without the padded one
+    assert not torch.allclose(mean_with_pad, head2.norm.running_mean)
+
+
+def test_attention_pool_weights_sum_to_one_and_ignore_padding():
+    pool = AttentionPool(16, num_heads=4)
+    x = torch.randn(3, 5, 16)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    y, w = pool(x, mask)
+    assert y.shape == (3, 16) and w.shape == (3, 5)
+    assert torch.allclose(w.sum(1), torch.ones(3))
+    assert torch.all(w[~mask] == 0)
+    x2 = x.clone()
+    x2[~mask] = 123.0  # padded values do not matter
+    assert torch.allclose(pool(x2, mask)[0], y, atol=1e-6)
+
+
+def test_lovt_alignment_masks_sentences_and_shares_the_key_projection():
+    align = LoVTAlignment(8).eval()
+    z_img, z_rep = torch.randn(2, 4, 8), torch.randn(2, 3, 8)
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    r2i, i2r, scores = align(z_img, z_rep, mask)
+    assert r2i.shape == (2, 4, 8) and i2r.shape == (2, 3, 8) and scores.shape == (2, 4, 3)
+    z_rep2 = z_rep.clone()
+    z_rep2[0, 2] = 50.0
+    r2i_b, _, _ = align(z_img, z_rep2, mask)
+    assert torch.allclose(r2i, r2i_b, atol=1e-6)  # a padded sentence is never attended to
+    # one shared projection as query and key: the scores are a symmetric bilinear form
+    k = align.key
+    expected = torch.einsum("kd,md->km", k(z_img[0]), k(z_rep[0])) / 8**0.5
+    assert torch.allclose(scores[0], expected, atol=1e-6)
+
+
+def test_self_attention_aggregator_unit_norm_and_mask():
+    sa = SelfAttentionAggregator(8, dropout=0.0)
+    a = torch.nn.functional.normalize(torch.randn(2, 5, 8), dim=-1)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    out, q = sa(a, mask)
+    assert torch.allclose(out.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert torch.allclose(q.sum(-1), torch.ones(2), atol=1e-6) and torch.all(q[~mask] == 0)
+
+
+def test_positional_encoding_values():
+    pe = sincos_positional_encoding_2d(2, 3, 8)
+    assert pe.shape == (6, 8)
+    # region (y=1, x=2): omega = [1, 1e-4]; [sin(2w), cos(2w), sin(1w), cos(1w)]
+    omega = torch.tensor([1.0, 1e-4])
+    expected = torch.cat([torch.sin(2 * omega), torch.cos(2 * omega), torch.sin(omega), torch.cos(omega)])
+    assert torch.allclose(pe[1 * 3 + 2], expected, atol=1e-6)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        sincos_positional_encoding_2d(2, 2, 6)
+
+
+def test_concat_critic_pairwise_equals_explicit_concatenation():
+    critic = ConcatCritic(3, 5, hidden=(7, 4))
+    a, b = torch.randn(4, 3), torch.randn(6, 5)
+    explicit = torch.stack([torch.stack([critic.rest(critic.first(torch.cat([a[i], b[j]]))).squeeze(-1) for j in range(6)]) for i in range(4)])
+    assert torch.allclose(critic.pairwise(a, b), explicit, atol=1e-6)
+    ra, sb = torch.randn(2, 3, 3), torch.randn(2, 4, 5)
+    local = critic.pairwise_local(ra, sb)
+    assert local.shape == (2, 2, 3, 4)
+    assert torch.allclose(local[1, 0, 2, 3], critic(ra[1, 2], sb[0, 3]), atol=1e-6)
+
+
+# --- configs and registry ----------------------------------------------------------------------------
+
+
+def test_every_method_config_round_trips_through_yaml(tmp_path):
+    for name in list_methods():
+        cfg = get_method(name)
+        assert MethodConfig.from_dict(cfg.to_dict()) == cfg, name
+
+
+def test_save_and_load_config_yaml(tmp_path):
+    cfg = get_method("limitr").image
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(type(cfg), tmp_path / "c.yaml") == cfg
+
+
+def test_registry_paper_defaults():
+    lovt = get_method("lovt")
+    assert (lovt.image.region_layer, lovt.optim.batch_size, lovt.optim.accumulate, lovt.optim.lr) == ("layer4", 32, 16, 1e-4)
+    assert (lovt.loss.local_temperature, lovt.loss.weight_a2b, lovt.loss.local_image_weight / 2) == (0.3, 0.75, 0.375)
+    limitr = get_method("limitr")
+    assert (limitr.image.region_layer, limitr.image.upsample_to, limitr.text_input.max_length, limitr.optim.grad_clip) == ("layer3", 299, 97, 0.25)
+    assert get_method("limitr_code").loss.internal_weight == 0 and not get_method("limitr_code").loss.positional_encoding
+    assert get_method("local_mi_cpc").loss.critic_hidden == (1024, 512)
+    assert get_method("convirt").head.norm is None and get_method("clip").head.norm == "batch"
+
+
+def test_every_lovt_ablation_is_a_preset_of_the_same_code():
+    for name in LOVT_ABLATIONS:
+        cfg = get_method(name)
+        assert cfg.family in ("lovt", "global_contrastive"), name
+    assert get_method("lovt_no_spatial").loss.spatial_smooth is False
+    assert get_method("lovt_no_weight").loss.local_weights == "uniform"
+
+
+def test_unknown_method_and_bad_override():
+    with pytest.raises(ValueError, match="unknown method 'lvot'"):
+        get_method("lvot")
+    with pytest.raises(ValueError, match="unknown field 'archh'"):
+        get_method("lovt", **{"image.archh": "resnet18"})
+    with pytest.raises(ValueError, match="needs a LoVTLossConfig"):
+        dataclasses.replace(get_method("lovt"), family="lovt", loss=get_method("convirt").loss)
+
+
+# --- methods -----------------------------------------------------------------------------------------
+
+
+def _batch(tokenizer, method: MethodConfig, reports, size=64, b=None):
+    from localign.data.tokenize import tokenize_sentences
+
+    special = SpecialTokens.from_tokenizer(tokenizer)
+    ids = [tokenize_sentences(r, tokenizer, method.text_input.max_length) for r in reports]
+    text = collate_reports(ids, method.text_input, special)
+    return torch.randn(len(reports), 1, size, size), text
+
+
+REPORTS = [["Heart size is normal.", "There is a small left pleural effusion."], ["Right lower lobe consolidation."],
+           ["Lungs are clear.", "No pneumothorax.", "Mild edema."], ["Cardiomegaly."]]
+
+
+@pytest.mark.parametrize("name", ["convirt", "clip", "lovt", "gloria", "limitr", "global_mi_cpc", "local_mi_mine"])
+def test_method_forward_backward_retrieval_and_grounding(tokenizer, name):
+    torch.manual_seed(0)
+    method = tiny_method(name)
+    model = build_model(method)
+    size = method.image.input_size
+    images, text = _batch(tokenizer, method, REPORTS, size=size)
+    out = model(images, text, torch.arange(4))
+    assert out.loss.dim() == 0 and torch.isfinite(out.loss)
+    out.loss.backward()
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    no_grad = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all())]
+    assert not no_grad, f"parameters without a finite gradient: {no_grad[:5]}"
+    assert any(n.startswith("image_encoder") for n in trainable) and any(n.startswith("text_encoder") for n in trainable)
+    model.eval()
+    with torch.no_grad():
+        scores = model.similarity(model.encode_images(images), model.encode_reports(text))
+        maps = model.region_text_similarity(images, text)
+    assert scores.shape == (4, 4) and torch.isfinite(scores).all()
+    assert maps.dim() == 3 and maps.shape[0] == 4 and torch.isfinite(maps).all()
+
+
+def test_method_text_mode_mismatch_is_rejected():
+    with pytest.raises(ValueError, match="reads text mode"):
+        build_model(tiny_method("lovt", **{"text_input.mode": "sentences"}))
+
+
+def test_lovt_zero_weight_ablation_skips_the_term(tokenizer):
+    model = build_model(tiny_method("lovt_local_report_only"))
+    images, text = _batch(tokenizer, model.config, REPORTS)
+    terms = model(images, text).terms
+    assert "global" in terms and "local_report_z2att" in terms and "local_image_z2att" not in terms
