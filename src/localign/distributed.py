@@ -64,18 +64,19 @@ def gather_with_grad(x: Tensor) -> Tensor:
     """
     if not _gathering():
         return x
-    try:
-        from torch.distributed._functional_collectives import all_gather_tensor_autograd
+    from torch.distributed import _functional_collectives as fc
 
-        return all_gather_tensor_autograd(x.contiguous(), gather_dim=0, group=dist.group.WORLD)
-    except (ImportError, AttributeError, RuntimeError):  # older torch: the public (deprecated) autograd gather
-        import warnings
+    # A private module (no public autograd all_gather in torch 2.x): pick the newest name it offers.
+    gather = getattr(fc, "all_gather_single_autograd", None) or getattr(fc, "all_gather_tensor_autograd", None)
+    if gather is not None:
+        return gather(x.contiguous(), gather_dim=0, group=dist.group.WORLD)
+    import warnings
 
-        from torch.distributed.nn.functional import all_gather
+    from torch.distributed.nn.functional import all_gather
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            return torch.cat(all_gather(x.contiguous()), dim=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.cat(all_gather(x.contiguous()), dim=0)
 
 
 def all_reduce_max(value: int) -> int:

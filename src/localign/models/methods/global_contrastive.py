@@ -49,12 +49,13 @@ class GlobalContrastive(PretrainModel):
             return self.image_pool(feats.regions)
         return feats.pooled, None
 
-    def report_global(self, states: TokenStates, text: TextBatch, sentences: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    def report_global(self, states: TokenStates, text: TextBatch, sentences: Tensor | None = None,
+                      sentence_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """``(y [B, D], weights [B, M] or None)``: attention pool over sentences, or token max."""
         if self.config.loss.report_pool == "attention":
             if sentences is None:
-                sentences, _ = sentence_max_pool(states.tokens, text.sentence_ids, text.sentence_mask.shape[1])
-            return self.report_pool(sentences, text.sentence_mask)
+                sentences, sentence_mask = sentence_max_pool(states.tokens, text.sentence_ids, text.sentence_mask.shape[1])
+            return self.report_pool(sentences, sentence_mask)
         # LoVT's "bioclinicalbert_sentences": max over all non-special tokens.
         return masked_max(states.tokens, text.sentence_ids >= 0), None
 

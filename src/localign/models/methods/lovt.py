@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from localign.data.text import TextBatch
+from localign.distributed import pad_to_global_max
 from localign.losses import lovt_local_loss, lovt_positive_weights
 from localign.models.config import LoVTLossConfig, MethodConfig
 from localign.models.heads import LoVTAlignment, ProjectionHead
@@ -57,8 +58,12 @@ class LoVT(GlobalContrastive):
         feats = self.image_encoder(images)
         states = self.token_states(text)
         y_sent, sent_mask = sentence_max_pool(states.tokens, text.sentence_ids, text.sentence_mask.shape[1])
+        # LoVT's attention-pool query and BN see the padded sentence slots, so the padding must not
+        # depend on how the batch is split across DDP ranks: pad to the largest report of all ranks.
+        y_sent = pad_to_global_max(y_sent, dim=1)
+        sent_mask = pad_to_global_max(sent_mask.float(), dim=1).bool()
         y_img_g, w_img = self.image_global(feats)
-        y_rep_g, w_rep = self.report_global(states, text, sentences=y_sent)
+        y_rep_g, w_rep = self.report_global(states, text, sentences=y_sent, sentence_mask=sent_mask)
         z_img = self.region_head(feats.regions)
         z_sent = self.sentence_head(y_sent)
         r2i, i2r, scores = self.alignment(z_img, z_sent, sent_mask)

@@ -1,0 +1,64 @@
+"""Reading run folders back: the trained model, its configs and its summary.
+
+Downstream code (evaluation, figures) starts from a run folder written by :func:`localign.train.pretrain`.
+:func:`load_run` rebuilds the full method (for retrieval, grounding maps, representation analyses);
+:func:`localign.train.checkpoint.load_image_encoder` loads only the exported image backbone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from localign.models import build_model
+from localign.models.config import MethodConfig
+from localign.models.methods.base import PretrainModel
+from localign.train.checkpoint import load_checkpoint
+from localign.train.config import TrainConfig
+
+
+@dataclass
+class LoadedRun:
+    """A trained method in eval mode with everything needed to feed it data."""
+
+    run_dir: Path
+    model: PretrainModel
+    method: MethodConfig
+    train: TrainConfig
+    summary: dict[str, Any]
+    preprocessing: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.run_dir.name
+
+
+def read_run_config(run_dir: str | Path) -> tuple[TrainConfig, MethodConfig]:
+    """The TrainConfig and resolved MethodConfig saved in ``config.yaml``."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder: no config.yaml (pretrain writes one)")
+    data = yaml.safe_load(path.read_text())
+    return TrainConfig.from_dict(data["train"]), MethodConfig.from_dict(data["method"])
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
+    """Rebuild the method of a run folder from ``checkpoints/<checkpoint>.pt`` (``best`` or ``last``)."""
+    run_dir = Path(run_dir)
+    train, method = read_run_config(run_dir)
+    ckpt = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt", map_location="cpu")
+    model = build_model(method)
+    model.load_state_dict(ckpt["model"])
+    model.to(device).eval()
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    preprocessing = {}
+    encoder_path = run_dir / "encoder.pt"
+    if encoder_path.is_file():
+        preprocessing = dict(torch.load(encoder_path, map_location="cpu", weights_only=True)["preprocessing"])
+    return LoadedRun(run_dir=run_dir, model=model, method=method, train=train, summary=summary, preprocessing=preprocessing)
