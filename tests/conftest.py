@@ -17,3 +17,13 @@ def tokenizer():
     from localign.data.tokenize import load_tokenizer
 
     return load_tokenizer("minilm")
+
+
+@pytest.fixture(scope="session")
+def tiny_prepared(tmp_path_factory):
+    """A tiny SynthCXR dataset (80 studies at 64 px), generated and prepared once per session."""
+    from localign.data.demo import synthcxr_prepared
+    from localign.data.synthcxr import SynthCXRConfig
+
+    root = tmp_path_factory.mktemp("synthcxr") / "root"
+    return synthcxr_prepared(root, SynthCXRConfig(n_studies=80, image_size=64, n_rsna=16, seed=3), progress=False)

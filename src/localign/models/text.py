@@ -46,7 +46,9 @@ class TokenStates:
 def load_bert(config: TextEncoderConfig) -> nn.Module:
     """The transformer of ``config.model`` (pretrained, or randomly initialised from its config)."""
     from transformers import AutoConfig, AutoModel, BertConfig
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a bar per weight load clutters notebooks and logs
     path = resolve_text_model(config.model)
     if config.random_init:
         if config.tiny is not None:

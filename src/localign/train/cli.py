@@ -16,7 +16,7 @@ import logging
 
 import yaml
 
-from localign.train.config import AUGMENTATIONS, TrainConfig, encoder_overrides
+from localign.train.config import AUGMENTATIONS, TrainConfig, make_train_config
 
 
 def _parse_set(items: list[str]) -> dict:
@@ -60,34 +60,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    overrides: dict = {}
-    if args.encoders == "demo":
-        overrides.update(encoder_overrides(args.method, image_arch=args.image_arch or "resnet18", image_size=args.image_size or 128,
-                                           text_model=args.text_model or "minilm"))
-    else:
-        if args.image_arch:
-            overrides["image.arch"] = args.image_arch
-        if args.image_size:
-            overrides["image.input_size"] = args.image_size
-        if args.text_model:
-            overrides["text.model"] = args.text_model
-    overrides.update(_parse_set(args.set))
-    return TrainConfig(
-        method=args.method, overrides=overrides, data=args.data, out=args.out, augment=AUGMENTATIONS[args.augment], epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, text_lr=args.text_lr, accumulate=args.accumulate, max_steps=args.max_steps,
-        max_train_studies=args.max_train_studies, seed=args.seed, device=args.device, amp=args.amp, deterministic=args.deterministic,
-        num_workers=args.workers, val_retrieval_pool=args.val_pool, checkpoint_every=args.checkpoint_every,
-        early_stopping=not args.no_early_stopping, progress=not args.quiet, resume=args.resume,
+    return make_train_config(
+        method=args.method, out=args.out, data=args.data, encoders=args.encoders, image_arch=args.image_arch,
+        image_size=args.image_size, text_model=args.text_model, augment=args.augment, overrides=_parse_set(args.set),
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, text_lr=args.text_lr, accumulate=args.accumulate,
+        max_steps=args.max_steps, max_train_studies=args.max_train_studies, seed=args.seed, device=args.device, amp=args.amp,
+        deterministic=args.deterministic, num_workers=args.workers, val_retrieval_pool=args.val_pool,
+        checkpoint_every=args.checkpoint_every, early_stopping=not args.no_early_stopping, progress=not args.quiet, resume=args.resume,
     )
 
 
 def main(args: argparse.Namespace) -> int:
-    from localign.distributed import is_main_process
     from localign.train.engine import pretrain
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     result = pretrain(config_from_args(args))
-    if is_main_process():
+    if result.summary:  # only rank 0 writes (and returns) a summary; the process group is gone by now
         s = result.summary
         print(f"run folder: {result.run_dir}")
         print(f"stopped: {s['stopped']} after {s['steps']} steps; best epoch {s['best_epoch']} on {s['monitor']}")

@@ -149,3 +149,42 @@ def with_overrides(config: TrainConfig, **overrides: Any) -> TrainConfig:
     """``replace`` for TrainConfig that merges method overrides instead of replacing them."""
     merged = {**config.overrides, **overrides.pop("overrides", {})}
     return replace(config, overrides=merged, **overrides)
+
+
+def make_train_config(
+    method: str = "lovt",
+    out: str = "runs/lovt",
+    data: str | None = None,
+    encoders: str = "paper",
+    image_arch: str | None = None,
+    image_size: int | None = None,
+    text_model: str | None = None,
+    augment: str = "convirt",
+    overrides: dict[str, Any] | None = None,
+    **train: Any,
+) -> TrainConfig:
+    """The TrainConfig of the CLI flags / notebook parameters (one function, so both agree).
+
+    :param encoders: ``paper`` keeps the method's encoders (``image_arch``/``image_size``/``text_model``
+        override single fields); ``demo`` puts every method on identical encoders via
+        :func:`encoder_overrides` (ResNet-18 at 128 px and the offline MiniLM unless given)
+    :param augment: a name of :data:`AUGMENTATIONS`
+    :param overrides: further dotted MethodConfig overrides (applied last)
+    :param train: any other TrainConfig field (epochs, batch_size, lr, seed, device, max_steps, ...)
+    """
+    if encoders not in ("paper", "demo"):
+        raise ValueError(f"encoders must be 'paper' or 'demo', got {encoders!r}")
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {augment!r}; choose from {sorted(AUGMENTATIONS)}")
+    o: dict[str, Any] = {}
+    if encoders == "demo":
+        o.update(encoder_overrides(method, image_arch=image_arch or "resnet18", image_size=image_size or 128, text_model=text_model or "minilm"))
+    else:
+        if image_arch:
+            o["image.arch"] = image_arch
+        if image_size:
+            o["image.input_size"] = image_size
+        if text_model:
+            o["text.model"] = text_model
+    o.update(overrides or {})
+    return TrainConfig(method=method, overrides=o, data=data, out=out, augment=AUGMENTATIONS[augment], **train)

@@ -79,7 +79,7 @@ def pixel_stats(prepared: PreparedDataset, n_images: int = 256, size: int = 128,
     rows = train.sample(n=min(n_images, len(train)), random_state=seed)
     total, total_sq, count = 0.0, 0.0, 0
     for path in rows["path"]:
-        x = eval_transform(torch.from_numpy(load_image(prepared.image_path(path))).float()[None] / 255.0, size)
+        x = eval_transform(torch.tensor(load_image(prepared.image_path(path)), dtype=torch.float32)[None] / 255.0, size)
         total += float(x.sum())
         total_sq += float((x**2).sum())
         count += x.numel()
@@ -171,7 +171,7 @@ class PretrainDataset(Dataset):
                     log.warning("skipping unreadable image (study %s): %s", self.study_ids[index], err)
                 self.read_errors[str(paths[view])] = str(err)
                 continue
-            return torch.from_numpy(pixels).float()[None] / 255.0
+            return torch.tensor(pixels, dtype=torch.float32)[None] / 255.0
         raise ImageReadError(paths[0], f"no readable frontal image for study {self.study_ids[index]}: {self.read_errors.get(str(paths[0]), '')}")
 
     def __getitem__(self, index: int) -> dict:
@@ -244,15 +244,8 @@ def batch_fields() -> list[str]:
 
 
 def resolve_data(data: str | None, progress: bool = True) -> Path:
-    """The prepared dataset folder of a run: ``data`` itself, or the SynthCXR demo when None."""
-    if data is None:
-        from localign.data.demo import demo_prepared
+    """The prepared dataset folder of a run: a prepared folder, a raw SynthCXR root (prepared on
+    first use), or the SynthCXR demo when None (see :func:`localign.data.demo.resolve_prepared`)."""
+    from localign.data.demo import resolve_prepared
 
-        return demo_prepared(progress=progress)
-    path = Path(data).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(
-            f"data root {path} does not exist. Point --data at a folder written by `localign prepare`, "
-            "or leave it unset to use the SynthCXR demo dataset."
-        )
-    return path
+    return resolve_prepared(data, progress=progress)

@@ -297,8 +297,12 @@ def _pretrain(config: TrainConfig, device: torch.device, rank: int, world: int, 
                                   drop_last=True, generator=loader_gen, pin_memory=device.type == "cuda")
         val_bs = min(batch_size, len(val_loss_ds))
         # Contrastive losses depend on the batch: the last incomplete validation batch is dropped (as LIMITR).
-        val_loss_loader = DataLoader(val_loss_ds, batch_size=val_bs, shuffle=False, collate_fn=collate, num_workers=config.num_workers, drop_last=True)
-        val_full_loader = DataLoader(val_full_ds, batch_size=val_bs, shuffle=False, collate_fn=collate, num_workers=config.num_workers)
+        # Every loader has its own generator: creating an iterator would otherwise draw from torch's
+        # global RNG (dropout's stream), and a validation pass would change what training sees next.
+        val_loss_loader = DataLoader(val_loss_ds, batch_size=val_bs, shuffle=False, collate_fn=collate, num_workers=config.num_workers,
+                                     drop_last=True, generator=torch.Generator().manual_seed(config.seed))
+        val_full_loader = DataLoader(val_full_ds, batch_size=val_bs, shuffle=False, collate_fn=collate, num_workers=config.num_workers,
+                                     generator=torch.Generator().manual_seed(config.seed))
         n_micro = len(sampler) // per_rank
         spe = steps_per_epoch(n_micro, optim_cfg.accumulate)
         total_steps = spe * optim_cfg.max_epochs if config.max_steps is None else min(config.max_steps, spe * optim_cfg.max_epochs)
@@ -449,24 +453,8 @@ def _train_epoch(ddp: nn.Module, model: PretrainModel, loader: DataLoader, opt: 
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(loader), desc=f"epoch {epoch}", unit="batch", leave=False)
-    opt.zero_grad()
-    t_epoch = time.time()
-    for batch in loader:
-        batch: Batch = batch.to(device)
-        with autocast():
-            out = ddp(batch.images, batch.text, batch.study_ids)
-        loss = out.loss / accumulate
-        scaler.scale(loss).backward()
-        micro += 1
-        interval["loss"] += float(out.loss)
-        for k, v in out.terms.items():
-            interval[k] += float(v)
-        n_interval += 1
-        state["samples"] += len(batch) * world
-        if bar is not None:
-            bar.update(1)
-        if micro % accumulate != 0:
-            continue
+
+    def optimizer_step() -> float:
         for o in opt.optimizers.values():
             scaler.unscale_(o)
         grad_norm = clip_gradients(model, optim_cfg.grad_clip)
@@ -480,6 +468,10 @@ def _train_epoch(ddp: nn.Module, model: PretrainModel, loader: DataLoader, opt: 
             s.step()
         state["step"] += 1
         state["step_in_epoch"] += 1
+        return grad_norm
+
+    def log_step(grad_norm: float) -> None:
+        nonlocal n_interval, t_interval
         if main and (state["step"] % config.log_every == 0 or state["step_in_epoch"] == 1):
             elapsed = time.time() - t_interval
             row = {k: v / n_interval for k, v in interval.items()}
@@ -491,6 +483,30 @@ def _train_epoch(ddp: nn.Module, model: PretrainModel, loader: DataLoader, opt: 
                 bar.set_postfix(loss=f"{row['loss']:.3f}", sps=f"{row['samples_per_s']:.1f}")
             interval.clear()
             n_interval, t_interval = 0, time.time()
+
+    opt.zero_grad()
+    t_epoch = time.time()
+    n_batches = len(loader)
+    for batch in loader:
+        batch: Batch = batch.to(device)
+        # Under DDP, gradients are all-reduced only on the micro-batch that ends an accumulation window.
+        syncs = (micro + 1) % accumulate == 0 or micro + 1 == n_batches
+        with (ddp.no_sync() if world > 1 and not syncs else contextlib.nullcontext()):
+            with autocast():
+                out = ddp(batch.images, batch.text, batch.study_ids)
+            scaler.scale(out.loss / accumulate).backward()
+        micro += 1
+        interval["loss"] += out.loss.item()
+        for k, v in out.terms.items():
+            interval[k] += float(v)
+        n_interval += 1
+        state["samples"] += len(batch) * world
+        if bar is not None:
+            bar.update(1)
+        if micro % accumulate != 0:
+            continue
+        grad_norm = optimizer_step()
+        log_step(grad_norm)
         if save is not None and config.checkpoint_every and state["step"] % config.checkpoint_every == 0:
             state["train_time"] += time.time() - t_epoch
             t_epoch = time.time()
@@ -500,6 +516,10 @@ def _train_epoch(ddp: nn.Module, model: PretrainModel, loader: DataLoader, opt: 
             if bar is not None:
                 bar.close()
             return True
+    if micro % accumulate != 0:
+        # The epoch ended inside an accumulation window: step on what was accumulated (as Lightning
+        # does), so that a short epoch still trains and steps_per_epoch = ceil(batches / accumulate).
+        log_step(optimizer_step())
     state["train_time"] += time.time() - t_epoch
     if bar is not None:
         bar.close()
