@@ -408,8 +408,11 @@ def _pretrain(config: TrainConfig, device: torch.device, rank: int, world: int, 
             export_image_encoder(best_model.image_encoder, run_dir / "encoder.pt", preprocessing,
                                  meta={"method": method.name, "family": method.family, "epoch": best["state"]["epoch"]})
             val_rows = history[history["phase"] == "val"]
-            best_vals = val_rows[val_rows["epoch"] == state["best_epoch"]].groupby("name")["value"].last().to_dict()
             final_vals = val_rows[val_rows["step"] == val_rows["step"].max()].groupby("name")["value"].last().to_dict() if len(val_rows) else {}
+            if state["best_epoch"] is None:  # stopped before a whole epoch: best.pt holds the last validation
+                best_vals = final_vals
+            else:
+                best_vals = val_rows[val_rows["epoch"] == state["best_epoch"]].groupby("name")["value"].last().to_dict()
             summary = {
                 "method": method.name, "family": method.family, "run_dir": str(run_dir.resolve()), "data": str(Path(data_root).resolve()),
                 "n_train_studies": len(train_ds), "n_validate_studies": len(val_full_ds), "batch_size": batch_size,

@@ -45,3 +45,39 @@ def plot_training_curves(history: pd.DataFrame, title: str = "", chance_r1: floa
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def describe_method(method) -> pd.DataFrame:
+    """The resolved :class:`~localign.models.config.MethodConfig` as a two-column table (dotted keys)."""
+    from localign.config import config_to_dict
+
+    rows = []
+
+    def walk(d: dict, prefix: str = "") -> None:
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+            else:
+                rows.append((f"{prefix}{k}", v if not isinstance(v, list) else str(v)))
+
+    walk(config_to_dict(method))
+    return pd.DataFrame(rows, columns=["setting", "value"]).set_index("setting")
+
+
+def run_summary_table(summary: dict) -> pd.DataFrame:
+    """Best-epoch validation metrics and run facts from ``summary.json`` as one readable table."""
+    best = summary.get("best", {})
+    rows = [
+        ("method", summary["method"]),
+        ("train / validate studies", f"{summary['n_train_studies']} / {summary['n_validate_studies']}"),
+        ("epochs / optimizer steps", f"{summary['epochs_completed']} / {summary['steps']} ({summary['stopped']})"),
+        ("best epoch (monitor)", f"{summary['best_epoch']} ({summary['monitor']})"),
+        ("validation loss", f"{best.get('val/loss', float('nan')):.4f}"),
+        ("image→report R@1 / R@5 / R@10 (%)", " / ".join(f"{best.get(f'val/i2t_R@{k}', float('nan')):.1f}" for k in (1, 5, 10))),
+        ("report→image R@1 / R@5 / R@10 (%)", " / ".join(f"{best.get(f'val/t2i_R@{k}', float('nan')):.1f}" for k in (1, 5, 10))),
+        ("chance R@1 (%) / candidate pool", f"{summary['chance_R@1']:.2f} / {summary['retrieval_pool']} reports"),
+        ("training throughput (samples/s)", f"{summary['train_samples_per_s']:.1f}"),
+        ("wall time (s)", f"{summary['wall_time_s']:.0f}"),
+        ("device × processes", f"{summary['device']} × {summary['world_size']}"),
+    ]
+    return pd.DataFrame(rows, columns=["", "value"]).set_index("")
