@@ -44,6 +44,7 @@ def plot_training_curves(history: pd.DataFrame, title: str = "", chance_r1: floa
     if title:
         fig.suptitle(title)
     fig.tight_layout()
+    plt.close(fig)  # returned, not shown: a notebook displays it once as the cell's value
     return fig
 
 
