@@ -244,6 +244,12 @@ class PreparedDataset:
             raise ValueError(f"{self.root} has no RSNA table (prepare it with --rsna DIR)")
         return self.rsna_root / relative
 
+    def synthcxr_path(self, relative: str | Path) -> Path:
+        """Absolute path of a SynthCXR-only file named in ``sentences``/``synth_findings`` (masks)."""
+        if self.synthcxr_root is None:
+            raise ValueError(f"{self.root} is not a SynthCXR dataset: it has no sentence/mask tables")
+        return self.synthcxr_root.parent / relative
+
     def study_image_paths(self, study_id: int) -> list[Path]:
         """Absolute paths of the kept frontal images of one study."""
         rows = self.manifest.loc[self.manifest["study_id"] == int(study_id), "image_paths"]
