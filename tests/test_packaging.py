@@ -59,3 +59,9 @@ def test_notebook_is_stripped_and_parameterised(path):
     for node in ast.parse(params[0].source).body:  # literals only: papermill overrides them
         assert isinstance(node, ast.Assign), ast.dump(node)
         ast.literal_eval(node.value)
+    # papermill must see every parameter (its parser rejects e.g. '=' inside a trailing comment, and
+    # then warns "Passed unknown parameter" and injects a second assignment instead)
+    from papermill.translators import PythonTranslator
+
+    assigned = [t.id for node in ast.parse(params[0].source).body for t in node.targets]
+    assert [p.name for p in PythonTranslator.inspect(params[0])] == assigned
