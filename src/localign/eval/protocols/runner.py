@@ -1,0 +1,468 @@
+"""``evaluate_runs``: every downstream protocol on run folders (and baselines), as one tidy table.
+
+Tasks (:data:`TASKS`) and the rows they write (``task`` column of the tidy table):
+
+================== ========================= =========================================================
+task               tidy ``task``             protocol
+================== ========================= =========================================================
+probe              ``probe``                 linear probe on frozen global features, Pathology9,
+                                             × label fractions × seeds
+classify_frozen    ``classify_frozen``       local MI re-training, encoder frozen, Pathology9, × seeds
+classify_tuned     ``classify_tuned``        local MI re-training, encoder tuned, Pathology9, × seeds
+edema_frozen       ``edema_frozen``          EdemaSeverity, encoder frozen, × seeds
+edema_tuned        ``edema_tuned``           EdemaSeverity, encoder tuned, × seeds
+seg_linear         ``seg_linear:<target>``   LoVT linear segmentation × label fractions × seeds
+seg_unet_frozen    ``seg_unet_frozen:<t>``   LoVT U-Net, encoder frozen, × seeds
+seg_unet_finetune  ``seg_unet_finetune:<t>`` LoVT U-Net, fine-tuned after a frozen warm-up, × seeds
+retrieval          ``retrieval``             image↔report R@K with the method's score (seed 0)
+grounding          ``grounding:<source>``    phrase-grounding CNR, MS-CXR boxes / SynthCXR masks
+================== ========================= =========================================================
+
+Label fractions apply to the probe and linear segmentation (the protocols the papers report at
+1/10/100 %); the other trained protocols use all training labels (fraction 1.0), the deterministic
+ones seed 0 only. Aliases: ``classify``, ``edema``, ``seg``, ``all``. A task that cannot run on a
+run's data (no RSNA table, no edema test images, a baseline without a text tower) is **skipped
+with its reason** — listed in the JSON written next to the CSV and in ``DataFrame.attrs["skipped"]``
+— never silently dropped; bad input (unknown task, a folder without ``config.yaml``) is an error
+before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import platform
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+import localign
+from localign.config import config_from_dict, config_to_dict
+from localign.data import layout
+from localign.data.manifest import PreparedDataset, load_prepared
+from localign.eval.protocols import baselines as B
+from localign.eval.protocols.classification import (
+    BLANK_POLICIES,
+    ClassifierConfig,
+    ProbeConfig,
+    classifier_protocol,
+    linear_probe_protocol,
+    pathology_table,
+)
+from localign.eval.protocols.common import ProtocolResult, TaskUnavailable, check_positive
+from localign.eval.protocols.features import DEFAULT_MAX_CACHE_BYTES, Preprocessing, StoreCache
+from localign.eval.protocols.grounding import GROUNDING_SOURCES, GROUNDING_SPLITS, grounding_protocol
+from localign.eval.protocols.retrieval import retrieval_protocol
+from localign.eval.protocols.segmentation import (
+    SEG_TARGETS,
+    SegmentationConfig,
+    UNetConfig,
+    linear_segmentation_protocol,
+    unet_protocol,
+)
+from localign.eval.stats import TIDY_COLUMNS, validate_tidy
+from localign.models.image import ImageEncoder
+from localign.models.methods.base import PretrainModel
+
+log = logging.getLogger(__name__)
+
+TASKS = (
+    "probe", "classify_frozen", "classify_tuned", "edema_frozen", "edema_tuned",
+    "seg_linear", "seg_unet_frozen", "seg_unet_finetune", "retrieval", "grounding",
+)
+TASK_ALIASES = {
+    "classify": ("classify_frozen", "classify_tuned"),
+    "edema": ("edema_frozen", "edema_tuned"),
+    "seg": ("seg_linear", "seg_unet_frozen", "seg_unet_finetune"),
+    "all": TASKS,
+}
+FRACTION_TASKS = ("probe", "seg_linear")
+TEXT_TASKS = ("retrieval", "grounding")
+
+
+def resolve_tasks(tasks: str | Sequence[str]) -> tuple[str, ...]:
+    """Task names (a list or a comma-separated string, aliases expanded) in :data:`TASKS` order."""
+    items = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks)]
+    items = [t for t in items if t]
+    if not items:
+        raise ValueError(f"tasks: none given; choose from {', '.join(TASKS)} (aliases: {', '.join(TASK_ALIASES)})")
+    chosen: set[str] = set()
+    for t in items:
+        if t in TASK_ALIASES:
+            chosen.update(TASK_ALIASES[t])
+        elif t in TASKS:
+            chosen.add(t)
+        else:
+            raise ValueError(f"unknown task {t!r}; choose from {', '.join(TASKS)} (aliases: {', '.join(TASK_ALIASES)})")
+    return tuple(t for t in TASKS if t in chosen)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Everything that determines an evaluation; saved resolved in the JSON next to the results.
+
+    Defaults are the demo protocol (ResNet-18 at 128 px on ~2k SynthCXR studies, 2 CPU cores):
+    short trainings whose budgets live in the nested configs (``classifier_tuned.max_steps``,
+    ``unet.max_steps``, ``segmentation.epochs``, ...); raise them for real data.
+    """
+
+    tasks: tuple[str, ...] = TASKS
+    fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    baselines: tuple[str, ...] = ("random", "supervised", "imagenet")
+    device: str = "cpu"
+    checkpoint: str = "best"  # which checkpoint of each run: best | last
+    batch_size: int = 64  # feature extraction and inference
+    labels: tuple[str, ...] = layout.PATHOLOGY9
+    blank: str = "negative"  # CheXpert blanks: negative | ignore
+    seg_targets: tuple[str, ...] = SEG_TARGETS
+    retrieval_pool: int | None = None  # None: the whole split; P: chunks of P pairs (LIMITR: 1000)
+    retrieval_split: str = "test"
+    grounding_sources: tuple[str, ...] = GROUNDING_SOURCES
+    grounding_split: str = "test"
+    grounding_sigma: float = 1.5
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    classifier_frozen: ClassifierConfig = field(default_factory=lambda: ClassifierConfig(epochs=20, augmented_views=2))
+    classifier_tuned: ClassifierConfig = field(default_factory=lambda: ClassifierConfig(batch_size=16, max_steps=30))
+    segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    supervised_epochs: int | None = None  # None: twice classifier_tuned's budget (Liao et al.: 100 vs 50 epochs)
+    baseline_seed: int = 0
+    max_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES
+    num_threads: int | None = None  # torch CPU threads during the evaluation (None: leave torch's setting)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tasks", resolve_tasks(self.tasks))
+        if not self.fractions or any(isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1 for f in self.fractions):
+            raise ValueError(f"fractions: expected numbers in (0, 1], got {self.fractions!r}")
+        if len(set(self.fractions)) != len(self.fractions):
+            raise ValueError(f"fractions: duplicate values in {self.fractions!r}")
+        if not self.seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in self.seeds) or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds: expected distinct integers, got {self.seeds!r}")
+        unknown = [b for b in self.baselines if b not in B.BASELINES]
+        if unknown:
+            raise ValueError(f"unknown baseline(s) {unknown}; choose from {', '.join(B.BASELINES)}")
+        bad_targets = [t for t in self.seg_targets if t not in SEG_TARGETS]
+        if bad_targets or not self.seg_targets:
+            raise ValueError(f"seg_targets: {bad_targets or 'empty'}; choose from {SEG_TARGETS}")
+        bad_sources = [s for s in self.grounding_sources if s not in GROUNDING_SOURCES]
+        if bad_sources or not self.grounding_sources:
+            raise ValueError(f"grounding_sources: {bad_sources or 'empty'}; choose from {GROUNDING_SOURCES}")
+        if self.grounding_split not in GROUNDING_SPLITS:
+            raise ValueError(f"grounding_split: expected one of {GROUNDING_SPLITS}, got {self.grounding_split!r}")
+        if self.retrieval_split not in layout.MIMIC_SPLITS:
+            raise ValueError(f"retrieval_split: expected one of {layout.MIMIC_SPLITS}, got {self.retrieval_split!r}")
+        if self.retrieval_pool is not None:
+            check_positive("retrieval_pool", self.retrieval_pool, integer=True)
+        if self.blank not in BLANK_POLICIES:
+            raise ValueError(f"blank: expected one of {BLANK_POLICIES}, got {self.blank!r}")
+        if self.checkpoint not in ("best", "last"):
+            raise ValueError(f"checkpoint: expected 'best' or 'last', got {self.checkpoint!r}")
+        unknown_labels = [name for name in self.labels if name not in layout.CHEXPERT_LABELS]
+        if unknown_labels or not self.labels:
+            raise ValueError(f"labels: {unknown_labels or 'empty'} not among the CheXpert labels")
+        check_positive("batch_size", self.batch_size, integer=True)
+        check_positive("grounding_sigma", self.grounding_sigma, allow_zero=True)
+        if self.supervised_epochs is not None:
+            check_positive("supervised_epochs", self.supervised_epochs, integer=True)
+        if self.num_threads is not None:
+            check_positive("num_threads", self.num_threads, integer=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EvalConfig":
+        return config_from_dict(cls, data)
+
+    def with_overrides(self, **dotted: Any) -> "EvalConfig":
+        """A copy with dotted-key overrides (``{"classifier.epochs": 5}``), converted like a YAML file."""
+        data = self.to_dict()
+        for key, value in dotted.items():
+            node, parts = data, key.split(".")
+            for part in parts[:-1]:
+                if part not in node or not isinstance(node[part], dict):
+                    raise ValueError(f"EvalConfig: {key!r} is not a nested config field")
+                node = node[part]
+            if parts[-1] not in node:
+                raise ValueError(f"EvalConfig: unknown field {key!r}; valid top-level fields are {sorted(data)}")
+            node[parts[-1]] = value
+        return config_from_dict(type(self), data)
+
+
+@dataclass
+class Subject:
+    """One thing to evaluate: a pretrained run or a baseline encoder."""
+
+    run: str
+    method: str
+    encoder: ImageEncoder
+    prep: Preprocessing
+    prepared: PreparedDataset
+    model: PretrainModel | None = None  # None for baselines (no text tower)
+
+
+# --------------------------------------------------------------------------------------------------
+# checks and loading
+# --------------------------------------------------------------------------------------------------
+def check_run_dir(run_dir: str | Path) -> Path:
+    """A run folder as written by ``pretrain``; raises naming what is missing."""
+    path = Path(run_dir).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"run folder {path} does not exist")
+    if not (path / "config.yaml").is_file():
+        raise FileNotFoundError(f"{path} is not a run folder: no config.yaml (written by `localign pretrain`)")
+    for needed in ("encoder.pt",):
+        if not (path / needed).is_file():
+            raise FileNotFoundError(f"run folder {path} has no {needed} (the run did not finish; its preprocessing is unknown)")
+    return path
+
+
+def _run_names(paths: Sequence[Path]) -> list[str]:
+    names = [p.name for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    return [f"{p.parent.name}/{p.name}" if names.count(p.name) > 1 else p.name for p in paths]
+
+
+def _data_root(loaded, data: str | Path | None) -> Path:
+    if data is not None:
+        return Path(data).expanduser()
+    recorded = loaded.summary.get("data") or loaded.train.data
+    if recorded is None:
+        from localign.train.data import resolve_data
+
+        return resolve_data(None)
+    return Path(recorded)
+
+
+# --------------------------------------------------------------------------------------------------
+# running one task
+# --------------------------------------------------------------------------------------------------
+def _variants(task: str, cfg: EvalConfig) -> list[tuple[str, str | None]]:
+    """(tidy task name, target/source) pairs of one task."""
+    if task.startswith("seg_"):
+        return [(f"{task}:{t}", t) for t in cfg.seg_targets]
+    if task == "grounding":
+        return [(f"grounding:{s}", s) for s in cfg.grounding_sources]
+    return [(task, None)]
+
+
+def _run_task(task: str, variant: str | None, s: Subject, cfg: EvalConfig, stores: StoreCache, progress: bool) -> list[ProtocolResult]:
+    dev = cfg.device
+    common = dict(device=dev, progress=progress)
+    if task == "probe":
+        table = pathology_table(s.prepared, cfg.labels, cfg.blank)
+        return linear_probe_protocol(s.encoder, s.prep, table, cfg.labels, fractions=cfg.fractions, seeds=cfg.seeds,
+                                     config=cfg.probe, stores=stores, batch_size=cfg.batch_size, **common)
+    if task.startswith(("classify_", "edema_")):
+        name, mode = task.split("_")
+        return classifier_protocol(s.encoder, s.prep, s.prepared, task="pathology9" if name == "classify" else "edema", mode=mode,
+                                   seeds=cfg.seeds, class_names=cfg.labels, blank=cfg.blank,
+                                   config=cfg.classifier_frozen if mode == "frozen" else cfg.classifier_tuned, stores=stores, **common)
+    if task == "seg_linear":
+        return linear_segmentation_protocol(s.encoder, s.prep, s.prepared, target=variant, fractions=cfg.fractions, seeds=cfg.seeds,
+                                            config=cfg.segmentation, stores=stores, batch_size=cfg.batch_size, **common)
+    if task.startswith("seg_unet_"):
+        return unet_protocol(s.encoder, s.prep, s.prepared, target=variant, mode=task.removeprefix("seg_unet_"), seeds=cfg.seeds,
+                             config=cfg.unet, stores=stores, **common)
+    if task == "retrieval":
+        return retrieval_protocol(s.model, s.prep, s.prepared, pool=cfg.retrieval_pool, split=cfg.retrieval_split,
+                                  batch_size=cfg.batch_size, **common)
+    if task == "grounding":
+        return grounding_protocol(s.model, s.prep, s.prepared, source=variant, split=cfg.grounding_split, sigma=cfg.grounding_sigma,
+                                  batch_size=cfg.batch_size, **common)
+    raise ValueError(f"unknown task {task!r}")  # resolve_tasks keeps this unreachable
+
+
+def _evaluate_subject(s: Subject, cfg: EvalConfig, stores: StoreCache, progress: bool, log_book: dict[str, list]) -> list[dict]:
+    rows: list[dict] = []
+    for task in cfg.tasks:
+        for tidy_task, variant in _variants(task, cfg):
+            where = {"run": s.run, "method": s.method, "task": tidy_task}
+            if task in TEXT_TASKS and s.model is None:
+                log_book["skipped"].append({**where, "reason": "a baseline has no text tower"})
+                continue
+            log.info("%s (%s): %s", s.run, s.method, tidy_task)
+            t0 = time.perf_counter()
+            try:
+                results = _run_task(task, variant, s, cfg, stores, progress)
+            except TaskUnavailable as err:
+                log.warning("%s (%s): %s skipped: %s", s.run, s.method, tidy_task, err)
+                log_book["skipped"].append({**where, "reason": str(err)})
+                continue
+            seconds = time.perf_counter() - t0
+            log_book["timings"].append({**where, "seconds": round(seconds, 2), "repetitions": len(results)})
+            for r in results:
+                rows.extend({**where, "fraction": r.fraction, "seed": r.seed, "metric": k, "value": float(v)} for k, v in r.metrics.items())
+                if r.details is not None:
+                    log_book["details"].append((where, r.details))
+    return rows
+
+
+def _baseline_subjects(runs: list[Subject], cfg: EvalConfig, stores: StoreCache, progress: bool,
+                       log_book: dict[str, list]) -> list[Subject]:
+    """Baseline encoders, built once per distinct (encoder config, preprocessing, dataset) of the runs."""
+    groups: dict[str, Subject] = {}
+    for s in runs:
+        key = json.dumps({"encoder": config_to_dict(s.encoder.config) | {"weights": None}, "prep": dataclasses.asdict(s.prep),
+                          "data": str(s.prepared.root)}, sort_keys=True)
+        groups.setdefault(key, s)
+    out = []
+    for i, template in enumerate(groups.values()):
+        label = "-" if len(groups) == 1 else f"-{template.encoder.config.arch}-{template.prep.input_size}px-{i}"
+        for name in cfg.baselines:
+            method = B.BASELINES[name]
+            t0 = time.perf_counter()
+            try:
+                if name == "random":
+                    encoder = B.random_init_encoder(template.encoder.config, cfg.baseline_seed)
+                elif name == "imagenet":
+                    encoder = B.imagenet_encoder(template.encoder.config)
+                else:
+                    encoder = B.supervised_encoder(template.encoder.config, template.prep, template.prepared, class_names=cfg.labels,
+                                                   blank=cfg.blank, classifier=cfg.classifier_tuned, epochs=cfg.supervised_epochs,
+                                                   seed=cfg.baseline_seed, stores=stores, device=cfg.device, progress=progress)
+            except (B.BaselineUnavailable, TaskUnavailable) as err:
+                log.warning("baseline %s skipped: %s", method, err)
+                log_book["skipped"].append({"run": label, "method": method, "task": "*", "reason": str(err)})
+                continue
+            log_book["timings"].append({"run": label, "method": method, "task": "(build baseline)",
+                                        "seconds": round(time.perf_counter() - t0, 2), "repetitions": 1})
+            out.append(Subject(label, method, encoder.to(cfg.device), template.prep, template.prepared))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# entry point
+# --------------------------------------------------------------------------------------------------
+def evaluate_runs(
+    run_dirs: Sequence[str | Path],
+    tasks: str | Sequence[str] | None = None,
+    fractions: Sequence[float] | None = None,
+    seeds: Sequence[int] | None = None,
+    data: str | Path | None = None,
+    device: str | None = None,
+    out: str | Path | None = None,
+    baselines: Sequence[str] | None = None,
+    config: EvalConfig | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Run the downstream protocols on pretrained runs and baselines; return (and write) tidy results.
+
+    :param run_dirs: run folders written by ``localign pretrain`` (``config.yaml``, ``encoder.pt``,
+        ``checkpoints/best.pt``, ``summary.json``).
+    :param tasks: task names or aliases (:data:`TASKS`; default all).
+    :param fractions: label fractions for the probe and linear segmentation (default 0.01, 0.1, 1).
+    :param seeds: downstream seeds (default 0, 1, 2).
+    :param data: prepared dataset to evaluate on (default: the one each run was trained on, from its
+        ``summary.json`` / ``config.yaml``).
+    :param device: torch device (default ``cpu``).
+    :param out: CSV path for the tidy rows; ``<out>.json`` (resolved config, runs, timings, skipped
+        tasks with reasons, versions) and ``<out stem>_details/`` (per-phrase CNRs) go next to it.
+    :param baselines: any of ``random``, ``supervised``, ``imagenet`` (default all three; ``()`` none).
+    :param config: an :class:`EvalConfig`; the explicit arguments above override its fields.
+    :return: the validated tidy table (columns :data:`~localign.eval.stats.TIDY_COLUMNS`);
+        ``attrs["skipped"]`` and ``attrs["timings"]`` hold the skipped tasks and per-task seconds.
+    """
+    cfg = config or EvalConfig()
+    overrides = {k: v for k, v in dict(tasks=tasks, fractions=fractions, seeds=seeds, device=device, baselines=baselines).items()
+                 if v is not None}
+    if "tasks" in overrides:
+        overrides["tasks"] = resolve_tasks(overrides["tasks"])
+    for key in ("fractions", "seeds", "baselines"):
+        if key in overrides:
+            overrides[key] = tuple(overrides[key])
+    cfg = dataclasses.replace(cfg, **overrides)
+    if not run_dirs:
+        raise ValueError("run_dirs: no run folder given")
+    paths = [check_run_dir(d) for d in run_dirs]
+    names = _run_names(paths)
+    if data is not None and not Path(data).expanduser().is_dir():
+        raise FileNotFoundError(f"data: prepared dataset folder {data} does not exist")
+
+    threads = torch.get_num_threads()
+    if cfg.num_threads is not None:
+        torch.set_num_threads(cfg.num_threads)
+    try:
+        return _evaluate(paths, names, data, out, cfg, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _evaluate(paths: list[Path], names: list[str], data: str | Path | None, out: str | Path | None, cfg: EvalConfig,
+              progress: bool) -> pd.DataFrame:
+    from localign.train.runs import load_run
+
+    t_start = time.perf_counter()
+    stores = StoreCache(cfg.max_cache_bytes, progress)
+    datasets: dict[Path, PreparedDataset] = {}
+    log_book: dict[str, list] = {"skipped": [], "timings": [], "details": []}
+    run_info, subjects = [], []
+    for path, name in zip(paths, names):
+        loaded = load_run(path, checkpoint=cfg.checkpoint, device=cfg.device)
+        prep = Preprocessing.from_dict(loaded.preprocessing, source=f"{path / 'encoder.pt'}")
+        root = _data_root(loaded, data)
+        if not root.is_dir():
+            raise FileNotFoundError(f"run {name} was trained on the prepared dataset {root}, which does not exist here; "
+                                    "pass data= (--data) to evaluate on another copy")
+        if root not in datasets:
+            datasets[root] = load_prepared(root)
+        subjects.append(Subject(name, loaded.method.name, loaded.model.image_encoder, prep, datasets[root], loaded.model))
+        run_info.append({"run": name, "method": loaded.method.name, "run_dir": str(path.resolve()), "data": str(root),
+                         "preprocessing": dataclasses.asdict(prep), "image_encoder": config_to_dict(loaded.method.image)})
+
+    rows = []
+    for s in subjects:
+        rows += _evaluate_subject(s, cfg, stores, progress, log_book)
+    baseline_subjects = _baseline_subjects(subjects, cfg, stores, progress, log_book) if cfg.baselines else []
+    for s in baseline_subjects:
+        rows += _evaluate_subject(s, cfg, stores, progress, log_book)
+
+    df = validate_tidy(pd.DataFrame(rows, columns=list(TIDY_COLUMNS)))
+    df.attrs["skipped"] = list(log_book["skipped"])
+    df.attrs["timings"] = list(log_book["timings"])
+    if out is not None:
+        _write_outputs(Path(out), df, cfg, run_info, log_book, time.perf_counter() - t_start)
+    return df
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
+
+
+def _write_outputs(out: Path, df: pd.DataFrame, cfg: EvalConfig, run_info: list[dict], log_book: dict[str, list], seconds: float) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out, index=False)
+    detail_files = []
+    if log_book["details"]:
+        folder = out.parent / f"{out.stem}_details"
+        folder.mkdir(exist_ok=True)
+        for where, table in log_book["details"]:
+            path = folder / f"{_slug(where['run'])}__{_slug(where['method'])}__{_slug(where['task'])}.csv"
+            table.to_csv(path, index=False)
+            detail_files.append({**where, "path": str(path)})
+    info = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "results": str(out),
+        "n_rows": int(len(df)),
+        "config": cfg.to_dict(),
+        "runs": run_info,
+        "timings": log_book["timings"],
+        "skipped": log_book["skipped"],
+        "details": detail_files,
+        "wall_time_s": round(seconds, 2),
+        "versions": {"localign": localign.__version__, "torch": torch.__version__, "python": platform.python_version()},
+        "device": cfg.device,
+        "torch_threads": torch.get_num_threads(),
+    }
+    out.with_suffix(".json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+    log.info("wrote %s (%d rows) and %s", out, len(df), out.with_suffix(".json"))
