@@ -1,4 +1,4 @@
-"""book/methods.md stays in step with the code: every preset is listed, every named object exists."""
+"""The book stays in step with the code: every preset is listed in methods.md, every object a page names exists."""
 
 from __future__ import annotations
 
@@ -40,6 +40,10 @@ def test_lovt_ablation_values_match_the_registry() -> None:
         assert re.search(rf"^\| `{name}` \|.*\| {re.escape(value)} \|$", text, flags=re.MULTILINE), name
 
 
-@pytest.mark.parametrize("dotted", sorted(set(re.findall(r"`(localign(?:\.\w+)+)`", METHODS_MD.read_text()))))
-def test_named_code_exists(dotted: str) -> None:
+BOOK_PAGES = sorted((METHODS_MD.parent).glob("*.md"))
+NAMED = sorted({(p.name, d) for p in BOOK_PAGES for d in re.findall(r"`(localign(?:\.\w+)+)`", p.read_text())})
+
+
+@pytest.mark.parametrize(("page", "dotted"), NAMED, ids=[f"{p}:{d}" for p, d in NAMED])
+def test_named_code_exists(page: str, dotted: str) -> None:
     assert _resolve(dotted) is not None

@@ -146,6 +146,14 @@ def test_bad_run_folders_give_clear_errors(tmp_path):
         evaluate_runs([tmp_path / "notarun"], tasks="probes")
 
 
+def test_bad_data_root_gives_clear_errors(run_dir, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        evaluate_runs([run_dir], tasks="probe", data=tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="neither a prepared dataset"):
+        evaluate_runs([run_dir], tasks="probe", data=tmp_path / "empty")
+
+
 # --------------------------------------------------------------------------------------------------
 # labels and label fractions
 # --------------------------------------------------------------------------------------------------

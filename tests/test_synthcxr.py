@@ -432,5 +432,14 @@ def test_calibration_smoke(root: Path) -> None:
     assert {"auroc", "n_pos", "n_neg", "n_train_pos", "n_train_neg"} <= set(result.columns)
     scored = result["auroc"].dropna()
     assert len(scored) >= 1 and scored.between(0.0, 1.0).all()
-    assert result.loc[result["label"] == "No Finding", "auroc"].isna().all()  # never 0 in MIMIC format
     assert result.attrs["train_images"] > result.attrs["test_images"] > 0
+    # blanks are negatives by default: "No Finding" (1 or blank, never 0 or -1) covers every test image
+    n_test = result.attrs["test_images"]
+    no_finding = result.set_index("label").loc["No Finding"]
+    assert no_finding["n_pos"] + no_finding["n_neg"] == n_test
+    assert (result["n_pos"] + result["n_neg"] <= n_test).all()
+    ignored = calibrate(root, image_size=32, epochs=1, batch_size=16, num_threads=1, progress=False, blank="ignore")
+    assert (ignored["n_pos"] == result["n_pos"]).all() and (ignored["n_neg"] <= result["n_neg"]).all()
+    assert np.isnan(ignored.set_index("label").loc["No Finding", "auroc"])  # no explicit negatives in MIMIC format
+    with pytest.raises(ValueError, match="blank"):
+        calibrate(root, blank="zeros")

@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", default="0,1,2", help="downstream seeds")
     parser.add_argument("--out", required=True, help="CSV of tidy results; a .json with config, timings and skipped tasks goes next to it")
     parser.add_argument("--data", default=None, help="prepared dataset (default: the one each run was trained on)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda | cuda:N")
     parser.add_argument("--baselines", default="random,supervised,imagenet",
                         help="comma-separated baselines among random, supervised, imagenet ('' or 'none' for none)")
     parser.add_argument("--retrieval-pool", type=int, default=None, help="retrieval candidates per query (default: the whole split)")

@@ -3,7 +3,10 @@ classifier?
 
 A ResNet-18 (torchvision, random initialisation) is trained with masked binary cross-entropy on the
 CheXpert labels of the frontal images of the train split and scored on the test split. Uncertain
-(-1) and blank labels are masked out of the loss and the AUROC, as is common on MIMIC-CXR. The
+(-1) labels are masked out of the loss and the AUROC; blank labels ("not mentioned") are negatives
+by default (``blank="negative"``, as the linear probe of :mod:`localign.eval.protocols` treats
+them) or masked too (``blank="ignore"``, leaving only explicit negations as negatives: far fewer
+and atypical ones, so a noisier AUROC). The
 function reads the raw MIMIC-CXR-JPG files (metadata, split and CheXpert CSVs, JPEGs) directly, so
 it runs unchanged on a real MIMIC-CXR-JPG folder.
 
@@ -28,6 +31,8 @@ from tqdm.auto import tqdm
 from localign.data import layout
 
 log = logging.getLogger(__name__)
+
+BLANK_POLICIES = ("negative", "ignore")
 
 
 def mimic_jpg_root(root: str | Path) -> Path:
@@ -114,6 +119,7 @@ def calibrate(
     lr: float = 2e-3,
     num_threads: int | None = None,
     progress: bool = True,
+    blank: str = "negative",
 ) -> pd.DataFrame:
     """Train an image-only ResNet-18 on the train split and report per-finding AUROC on the test split.
 
@@ -124,17 +130,20 @@ def calibrate(
         labels only), ``n_train_pos, n_train_neg``; ``auroc`` is NaN where the test split lacks
         positives or negatives. ``DataFrame.attrs`` holds the settings, image counts and seconds.
     """
+    if blank not in BLANK_POLICIES:
+        raise ValueError(f"blank: expected one of {BLANK_POLICIES}, got {blank!r}")
     threads_before = torch.get_num_threads()
     if num_threads is not None:
         # on a busy machine one thread per process can be faster than oversubscribed cores
         torch.set_num_threads(num_threads)
     try:
-        return _calibrate(root, image_size, epochs, seed, device, batch_size, lr, progress)
+        return _calibrate(root, image_size, epochs, seed, device, batch_size, lr, progress, blank)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _calibrate(root: str | Path, image_size: int, epochs: int, seed: int, device: str, batch_size: int, lr: float, progress: bool) -> pd.DataFrame:
+def _calibrate(root: str | Path, image_size: int, epochs: int, seed: int, device: str, batch_size: int, lr: float, progress: bool,
+               blank: str) -> pd.DataFrame:
     start = time.perf_counter()
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -144,6 +153,8 @@ def _calibrate(root: str | Path, image_size: int, epochs: int, seed: int, device
     if train.empty or test.empty:
         raise ValueError(f"calibration needs frontal images in the train and test splits; got {len(train)} train, {len(test)} test")
     values = {name: part[list(layout.CHEXPERT_LABELS)].to_numpy(dtype=np.float32) for name, part in (("train", train), ("test", test))}
+    if blank == "negative":
+        values = {k: np.nan_to_num(v, nan=0.0) for k, v in values.items()}
     y = {k: torch.from_numpy(np.nan_to_num(v, nan=0.0) == 1.0).float() for k, v in values.items()}
     m = {k: torch.from_numpy((v == 0.0) | (v == 1.0)).float() for k, v in values.items()}
     # learn only the labels that have both classes in the training split
@@ -195,6 +206,7 @@ def _calibrate(root: str | Path, image_size: int, epochs: int, seed: int, device
         "image_size": image_size,
         "epochs": epochs,
         "seed": seed,
+        "blank": blank,
         "train_images": len(train),
         "test_images": len(test),
         "seconds": round(time.perf_counter() - start, 1),

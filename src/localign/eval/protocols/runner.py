@@ -118,7 +118,7 @@ class EvalConfig:
     fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
     seeds: tuple[int, ...] = (0, 1, 2)
     baselines: tuple[str, ...] = ("random", "supervised", "imagenet")
-    device: str = "cpu"
+    device: str = "cpu"  # auto | cpu | cuda | cuda:N ("auto" resolves to cuda when available, stored resolved)
     checkpoint: str = "best"  # which checkpoint of each run: best | last
     batch_size: int = 64  # feature extraction and inference
     labels: tuple[str, ...] = layout.PATHOLOGY9
@@ -141,6 +141,10 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tasks", resolve_tasks(self.tasks))
+        if self.device == "auto":
+            object.__setattr__(self, "device", "cuda" if torch.cuda.is_available() else "cpu")
+        elif torch.device(self.device).type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device!r} requested but CUDA is not available; use 'cpu' or 'auto'")
         if not self.fractions or any(isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1 for f in self.fractions):
             raise ValueError(f"fractions: expected numbers in (0, 1], got {self.fractions!r}")
         if len(set(self.fractions)) != len(self.fractions):
@@ -363,8 +367,8 @@ def evaluate_runs(
     :param tasks: task names or aliases (:data:`TASKS`; default all).
     :param fractions: label fractions for the probe and linear segmentation (default 0.01, 0.1, 1).
     :param seeds: downstream seeds (default 0, 1, 2).
-    :param data: prepared dataset to evaluate on (default: the one each run was trained on, from its
-        ``summary.json`` / ``config.yaml``).
+    :param data: dataset to evaluate on, a prepared folder or a SynthCXR root (default: the one each
+        run was trained on, from its ``summary.json`` / ``config.yaml``).
     :param device: torch device (default ``cpu``).
     :param out: CSV path for the tidy rows; ``<out>.json`` (resolved config, runs, timings, skipped
         tasks with reasons, versions) and ``<out stem>_details/`` (per-phrase CNRs) go next to it.
@@ -386,8 +390,11 @@ def evaluate_runs(
         raise ValueError("run_dirs: no run folder given")
     paths = [check_run_dir(d) for d in run_dirs]
     names = _run_names(paths)
-    if data is not None and not Path(data).expanduser().is_dir():
-        raise FileNotFoundError(f"data: prepared dataset folder {data} does not exist")
+    if data is not None:
+        from localign.data.demo import resolve_prepared
+
+        # the same data roots as pretraining: a prepared folder or a raw SynthCXR root (prepared once)
+        data = resolve_prepared(data, progress=progress)
 
     threads = torch.get_num_threads()
     if cfg.num_threads is not None:
