@@ -65,3 +65,12 @@ def test_notebook_is_stripped_and_parameterised(path):
 
     assigned = [t.id for node in ast.parse(params[0].source).body for t in node.targets]
     assert [p.name for p in PythonTranslator.inspect(params[0])] == assigned
+
+
+def test_cli_set_overrides_parse_yaml_values_and_reject_bad_items():
+    from localign.cli import parse_set
+
+    assert parse_set(["a.b=5", "c=[1, 2]", "d=null", "e=text"], "x=1") == {"a.b": 5, "c": [1, 2], "d": None, "e": "text"}
+    for bad in ("novalue", "=5"):
+        with pytest.raises(SystemExit, match="KEY=VALUE"):
+            parse_set([bad], "x=1")

@@ -22,6 +22,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def parse_set(items: list[str], example: str) -> dict:
+    """``--set KEY=VALUE ...`` overrides as a dict of dotted keys; values parsed as YAML (``5``, ``[1, 2]``, ``null``)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set expects KEY=VALUE (e.g. {example}), got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="localign", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="store_true", help="print the version and exit")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-import yaml
+from localign.cli import parse_set
 
 
 def _csv(kind, text: str, what: str) -> tuple:
@@ -26,16 +26,6 @@ def _csv(kind, text: str, what: str) -> tuple:
         return tuple(kind(t) for t in items)
     except ValueError:
         raise SystemExit(f"--{what}: expected comma-separated {kind.__name__} values, got {text!r}") from None
-
-
-def _parse_set(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects KEY=VALUE (dotted EvalConfig key, e.g. unet.max_steps=200), got {item!r}")
-        out[key] = yaml.safe_load(value)
-    return out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,7 +61,7 @@ def main(args: argparse.Namespace) -> int:
                             seeds=_csv(int, args.seeds, "seeds"), baselines=baselines, device=args.device,
                             retrieval_pool=args.retrieval_pool, checkpoint=args.checkpoint,
                             num_threads=args.threads)
-        config = config.with_overrides(**_parse_set(args.set))
+        config = config.with_overrides(**parse_set(args.set, "unet.max_steps=200"))
     except ValueError as err:
         raise SystemExit(f"localign evaluate: {err}") from None
     results = evaluate_runs(args.runs, data=args.data, out=args.out, config=config, progress=not args.quiet)

@@ -14,19 +14,8 @@ from __future__ import annotations
 import argparse
 import logging
 
-import yaml
-
+from localign.cli import parse_set
 from localign.train.config import AUGMENTATIONS, TrainConfig, make_train_config
-
-
-def _parse_set(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects KEY=VALUE (dotted MethodConfig key), got {item!r}")
-        out[key] = yaml.safe_load(value)
-    return out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return make_train_config(
         method=args.method, out=args.out, data=args.data, encoders=args.encoders, image_arch=args.image_arch,
-        image_size=args.image_size, text_model=args.text_model, augment=args.augment, overrides=_parse_set(args.set),
+        image_size=args.image_size, text_model=args.text_model, augment=args.augment, overrides=parse_set(args.set, "loss.temperature=0.1"),
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, text_lr=args.text_lr, accumulate=args.accumulate,
         max_steps=args.max_steps, max_train_studies=args.max_train_studies, seed=args.seed, device=args.device, amp=args.amp,
         deterministic=args.deterministic, num_workers=args.workers, val_retrieval_pool=args.val_pool,
