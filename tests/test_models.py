@@ -295,6 +295,32 @@ def test_concat_critic_pairwise_equals_explicit_concatenation():
     assert torch.allclose(local[1, 0, 2, 3], critic(ra[1, 2], sb[0, 3]), atol=1e-6)
 
 
+def test_concat_critic_pairwise_local_with_sentence_mask_skips_padding_only():
+    torch.manual_seed(0)
+    critic = ConcatCritic(3, 5, hidden=(7, 4))
+    regions, sentences = torch.randn(3, 4, 3, requires_grad=True), torch.randn(3, 5, 5, requires_grad=True)
+    mask = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    full = critic.pairwise_local(regions, sentences)
+    packed = critic.pairwise_local(regions, sentences, mask)
+    real = mask[None, :, None, :].expand_as(full)
+    assert packed.shape == full.shape == (3, 3, 4, 5)
+    assert torch.allclose(packed[real], full[real], atol=1e-6)
+    assert (packed[~real] == 0).all()
+    # the local objective ignores padded slots, so both give the same value and gradients
+    from localign.losses import local_mi_objective
+
+    grads = []
+    for scores in (full, packed):
+        regions.grad = sentences.grad = None
+        value = local_mi_objective(scores, mask)
+        value.backward(retain_graph=True)
+        grads.append((value.detach(), regions.grad.clone(), sentences.grad.clone()))
+    for x, y in zip(*grads):
+        assert torch.allclose(x, y, atol=1e-6)
+    with pytest.raises(ValueError, match="b_mask"):
+        critic.pairwise_local(regions, sentences, mask[:, :4])
+
+
 # --- configs and registry ----------------------------------------------------------------------------
 
 

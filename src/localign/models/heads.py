@@ -217,8 +217,8 @@ class ConcatCritic(nn.Module):
         self.first = nn.Linear(d_a + d_b, hidden[0])
         layers: list[nn.Module] = []
         for h_in, h_out in zip(hidden[:-1], hidden[1:]):
-            layers += [nn.ReLU(), nn.Linear(h_in, h_out)]
-        layers += [nn.ReLU(), nn.Linear(hidden[-1], 1)]
+            layers += [nn.ReLU(inplace=True), nn.Linear(h_in, h_out)]
+        layers += [nn.ReLU(inplace=True), nn.Linear(hidden[-1], 1)]
         self.rest = nn.Sequential(*layers)
 
     def _split(self) -> tuple[Tensor, Tensor]:
@@ -235,11 +235,26 @@ class ConcatCritic(nn.Module):
         h = F.linear(a, w_a)[:, None, :] + F.linear(b, w_b, self.first.bias)[None, :, :]
         return self.rest(h).squeeze(-1)
 
-    def pairwise_local(self, a: Tensor, b: Tensor) -> Tensor:
+    def pairwise_local(self, a: Tensor, b: Tensor, b_mask: Tensor | None = None) -> Tensor:
         """All pairs of local features: ``a [B, N, D_a]`` (regions), ``b [B', M, D_b]`` (sentences)
-        → scores ``[B, B', N, M]`` with scores[i, j, n, m] = f(a_{i,n}, b_{j,m})."""
+        → scores ``[B, B', N, M]`` with scores[i, j, n, m] = f(a_{i,n}, b_{j,m}).
+
+        :param b_mask: ``[B', M]`` bool, True = real sentence. When given, only real sentences go
+            through the MLP and padded slots score exactly 0 (the local objective ignores them).
+            Reports are padded to the longest one of the batch, so this skips a large share of the
+            ``B·B'·N·M`` critic evaluations that dominate local MI's step time.
+        """
         w_a, w_b = self._split()
         ha = F.linear(a, w_a)  # [B, N, H]
-        hb = F.linear(b, w_b, self.first.bias)  # [B', M, H]
-        h = ha[:, None, :, None, :] + hb[None, :, None, :, :]
-        return self.rest(h).squeeze(-1)
+        if b_mask is None:
+            hb = F.linear(b, w_b, self.first.bias)  # [B', M, H]
+            h = ha[:, None, :, None, :] + hb[None, :, None, :, :]
+            return self.rest(h).squeeze(-1)
+        if b_mask.shape != b.shape[:2] or b_mask.dtype != torch.bool:
+            raise ValueError(f"b_mask must be a bool [B', M] = {tuple(b.shape[:2])}, got {b_mask.dtype} {tuple(b_mask.shape)}")
+        hb = F.linear(b[b_mask], w_b, self.first.bias)  # [S, H], the S real sentences
+        real = self.rest(ha[:, :, None, :] + hb[None, None, :, :]).squeeze(-1)  # [B, N, S]
+        n_b, n_m = b_mask.shape
+        flat = real.new_zeros(n_b * n_m, a.shape[0], a.shape[1])
+        flat = flat.index_put((b_mask.reshape(-1).nonzero().squeeze(1),), real.permute(2, 0, 1))
+        return flat.reshape(n_b, n_m, a.shape[0], a.shape[1]).permute(2, 0, 3, 1)

@@ -82,7 +82,7 @@ class MutualInformation(PretrainModel):
             regions = gather_with_grad(z_img["regions"])
             sentences = gather_with_grad(pad_to_global_max(z_rep["sentences"], dim=1))
             mask = gather_with_grad(pad_to_global_max(z_rep["sentence_mask"].float(), dim=1)).bool()
-            scores = self.critic.pairwise_local(regions, sentences)
+            scores = self.critic.pairwise_local(regions, sentences, mask)
             mi = local_mi_objective(scores, mask, estimator=loss.estimator, negative_mask=self._negative_mask(study_ids, regions.shape[0], regions.device))
         return PretrainOutput(loss=-mi, terms={f"mi_{loss.estimator}": mi.detach()})
 
@@ -95,7 +95,7 @@ class MutualInformation(PretrainModel):
         regions, sentences, mask = image_emb["regions"], report_emb["sentences"], report_emb["sentence_mask"]
 
         def block(i: slice, j: slice) -> Tensor:
-            s = self.critic.pairwise_local(regions[i], sentences[j]).amax(dim=2)  # [bi, bj, M]: best region per sentence
+            s = self.critic.pairwise_local(regions[i], sentences[j], mask[j]).amax(dim=2)  # [bi, bj, M]: best region per sentence
             m = mask[j].to(s.dtype)[None]
             return (s * m).sum(-1) / m.sum(-1).clamp_min(1.0)
 
