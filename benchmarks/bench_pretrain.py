@@ -49,6 +49,10 @@ def method_config(name: str, size: str):
     # paper shapes, random weights (no download): keep the preset's image encoder, BERT-base text tower
     o = {"image.weights": None, "text.model": "minilm", "text.random_init": True, "text.tiny": BERT_BASE}
     batch = {"gloria": 48, "limitr": 48}.get(name, 32)
+    if base.family == "limitr":
+        # all 48 x 48 pairs at once need ~2.5 GB per [B, B, 361, 768] tensor and were killed at 24 GB;
+        # score them 4 images at a time with checkpointing (same loss, recomputed in backward)
+        o["loss.pair_chunk"] = 4
     return replace(base, **o), batch
 
 

@@ -402,6 +402,54 @@ def test_method_forward_backward_retrieval_and_grounding(tokenizer, name):
     assert maps.dim() == 3 and maps.shape[0] == 4 and torch.isfinite(maps).all()
 
 
+def test_limitr_chunked_pair_scoring_gives_the_same_loss_and_gradients(tokenizer):
+    """``loss.pair_chunk`` trades memory for recomputation; the loss and gradients must not change."""
+    grads = {}
+    for chunk in (None, 3):
+        torch.manual_seed(0)
+        model = build_model(tiny_method("limitr", **{"loss.sa_dropout": 0.0, "loss.pair_chunk": chunk}))
+        images, text = _batch(tokenizer, model.config, REPORTS)
+        out = model(images, text, torch.arange(4))
+        out.loss.backward()
+        grads[chunk] = (out.loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    (loss_full, g_full), (loss_chunk, g_chunk) = grads[None], grads[3]
+    assert torch.allclose(loss_full, loss_chunk, atol=1e-5)
+    assert g_full.keys() == g_chunk.keys()
+    for name in g_full:
+        assert torch.allclose(g_full[name], g_chunk[name], atol=1e-5, rtol=1e-4), name
+    with pytest.raises(ValueError, match="pair_chunk"):
+        build_model(tiny_method("limitr", **{"loss.pair_chunk": 0}))
+
+
+def test_limitr_checkpointed_chunks_replay_their_dropout_masks(tokenizer):
+    torch.manual_seed(0)
+    model = build_model(tiny_method("limitr", **{"loss.sa_dropout": 0.4, "loss.pair_chunk": 3}))
+    images, text = _batch(tokenizer, model.config, REPORTS)
+    with torch.no_grad():
+        img, rep = model.encode_images(images), model.encode_reports(text)
+    keys, regions, words = (t.detach().clone().requires_grad_() for t in (img["keys"], img["regions"], rep["words"]))
+    mask = rep["word_mask"]
+    weights = torch.randn(4, 4)
+
+    def scores_and_grads(checkpointed: bool, seed: int):
+        torch.manual_seed(seed)
+        if checkpointed:
+            s_cap, s_img = model.pair_scores({"keys": keys, "regions": regions}, {"words": words, "word_mask": mask})
+        else:  # the same chunks without checkpointing: what backward must differentiate
+            parts = [model._pair_scores(keys[i : i + 3], regions[i : i + 3], words, mask) for i in (0, 3)]
+            s_cap, s_img = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        loss = (weights * s_cap).sum() + (weights.T * s_img).sum()
+        return loss.detach(), torch.autograd.grad(loss, [keys, regions, words])
+
+    loss_ck, g_ck = scores_and_grads(True, seed=5)
+    loss_plain, g_plain = scores_and_grads(False, seed=5)
+    loss_other, _ = scores_and_grads(False, seed=6)
+    assert not torch.allclose(loss_plain, loss_other)  # dropout is active: the seed matters
+    assert torch.allclose(loss_ck, loss_plain, atol=1e-6)
+    for a, b in zip(g_ck, g_plain):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-5)
+
+
 def test_method_text_mode_mismatch_is_rejected():
     with pytest.raises(ValueError, match="reads text mode"):
         build_model(tiny_method("lovt", **{"text_input.mode": "sentences"}))

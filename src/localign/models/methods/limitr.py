@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from localign.data.text import TextBatch
 from localign.distributed import gather_with_grad
@@ -39,6 +40,8 @@ class Limitr(WordRegionModel):
         self.aggregate = SelfAttentionAggregator(d, dropout=cfg.sa_dropout)
         self.score_caption = nn.Linear(d, 1)
         self.score_image = nn.Linear(d, 1)
+        if cfg.pair_chunk is not None and cfg.pair_chunk < 1:
+            raise ValueError(f"loss.pair_chunk must be a positive number of images or None, got {cfg.pair_chunk}")
 
     def embed_features(self, feats: ImageFeatures) -> dict[str, Tensor]:
         out = super().embed_features(feats)
@@ -51,10 +54,27 @@ class Limitr(WordRegionModel):
         return out
 
     def pair_scores(self, img: dict[str, Tensor], rep: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """``(S_cap, S_img)``, both ``[B_img, B_txt]`` sigmoid scores for every (image, report) pair."""
+        """``(S_cap, S_img)``, both ``[B_img, B_txt]`` sigmoid scores for every (image, report) pair.
+
+        With ``loss.pair_chunk`` set and gradients enabled, the images are scored in chunks under
+        activation checkpointing: the same scores, with the ``[chunk, B_txt, T or R, D]`` tensors
+        recomputed in backward instead of ``[B_img, B_txt, ...]`` ones kept (dropout masks are
+        replayed, as checkpointing restores the RNG state).
+        """
+        chunk = self.config.loss.pair_chunk
+        n = img["keys"].shape[0]
+        if chunk is None or chunk >= n or not torch.is_grad_enabled():
+            return self._pair_scores(img["keys"], img["regions"], rep["words"], rep["word_mask"])
+        parts = [
+            checkpoint(self._pair_scores, img["keys"][i : i + chunk], img["regions"][i : i + chunk], rep["words"], rep["word_mask"],
+                       use_reentrant=False)
+            for i in range(0, n, chunk)
+        ]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    def _pair_scores(self, keys: Tensor, regions: Tensor, words: Tensor, word_mask: Tensor) -> tuple[Tensor, Tensor]:
         lam = self.config.loss.lam
-        keys, regions = img["keys"], img["regions"]  # [Bi, R, D]
-        words, word_mask = rep["words"], rep["word_mask"]  # [Bt, T, D], [Bt, T]
+        # keys, regions: [Bi, R, D]; words: [Bt, T, D]; word_mask: [Bt, T]
         bi, bt = keys.shape[0], words.shape[0]
         # caption direction: queries = words of report t, keys = regions of image i -> [Bi, Bt, T, D]
         w = words[None].expand(bi, -1, -1, -1)
