@@ -429,7 +429,7 @@ def _pretrain(config: TrainConfig, device: torch.device, rank: int, world: int, 
             try:
                 from localign.viz.training import plot_training_curves
 
-                fig = plot_training_curves(history, title=f"{method.name} on {Path(data_root).name}")
+                fig = plot_training_curves(history, title=f"{method.name} on {Path(data_root).name}", chance_r1=summary["chance_R@1"])
                 fig.savefig(run_dir / "figures" / "training_curves.png", dpi=120, bbox_inches="tight")
                 import matplotlib.pyplot as plt
 
