@@ -455,3 +455,39 @@ def test_box_map_validates():
         box_map([np.zeros((1, 4))], [], [np.zeros((1, 4))])
     with pytest.raises(ValueError, match="scores for"):
         box_map([np.zeros((2, 4))], [np.ones(1)], [np.ones((1, 4))])
+
+
+# --- effective rank (dimensional collapse) ----------------------------------------------------------
+
+
+def test_effective_rank_counts_the_components_that_hold_the_variance():
+    from localign.eval.metrics import effective_rank
+
+    rng = np.random.default_rng(0)
+    iso = rng.normal(size=(2000, 8))
+    assert effective_rank(iso) == 8  # isotropic: every component is needed
+    line = rng.normal(size=(500, 1)) @ rng.normal(size=(1, 20))  # rank 1 in 20 dims
+    assert effective_rank(line + 1e-9 * rng.normal(size=(500, 20))) == 1
+    # standardisation: one huge-scale feature does not hide the others
+    scaled = iso * np.array([1e4, 1, 1, 1, 1, 1, 1, 1])
+    assert effective_rank(scaled) == 8
+    # constant (dead) features count for nothing
+    dead = np.concatenate([iso[:, :3], np.zeros((2000, 5))], axis=1)
+    assert effective_rank(dead) == 3
+    assert effective_rank(np.ones((10, 4))) == 0
+    # known spectrum after standardisation: two perfectly correlated pairs + one free feature
+    a, b = rng.normal(size=(5000, 1)), rng.normal(size=(5000, 1))
+    x = np.concatenate([a, a, b, b, rng.normal(size=(5000, 1))], axis=1)
+    assert effective_rank(x, variance=0.99) == 3
+    assert effective_rank(x, variance=0.3) == 1
+
+
+def test_effective_rank_rejects_bad_input():
+    from localign.eval.metrics import effective_rank
+
+    with pytest.raises(ValueError, match=r"\[N, D\]"):
+        effective_rank(np.zeros(5))
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        effective_rank(np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="variance"):
+        effective_rank(np.zeros((4, 3)), variance=1.5)

@@ -232,3 +232,19 @@ def collate_reports(
         sentence_mask = torch.arange(m_max)[None, :] < torch.tensor(n_sent)[:, None]
         return TextBatch("sentences", input_ids, attention, sentence_mask, None)
     raise ValueError(f"unknown text input mode {config.mode!r}; use 'joint' or 'sentences'")
+
+
+def tower_sequences(sentence_lists: Sequence[Sequence[TokenIds]], config: TextInputConfig, special: SpecialTokens) -> list[TokenIds]:
+    """Every unpadded sequence the text tower can read for these reports without augmentation.
+
+    Per report: the whole report as one ``joint`` sequence (retrieval, validation, LoVT without
+    shuffling) and each sentence as ``[CLS] s [SEP]`` (one random sentence in ``joint`` mode, and
+    every sentence in ``sentences`` mode): what :mod:`localign.models.text_cache` precomputes.
+    """
+    budget = config.max_length - 2
+    out: list[TokenIds] = []
+    for sentences in sentence_lists:
+        out.append(assemble_joint(sentences, special, config.max_length, config.overflow)[0])
+        for sent in sentences:
+            out.append([special.cls, *list(sent)[:budget], special.sep])
+    return out

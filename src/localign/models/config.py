@@ -42,6 +42,10 @@ class TextEncoderConfig:
     tiny: tuple[tuple[str, int], ...] | None = None  # BertConfig overrides, e.g. (("hidden_size", 64), ...)
     freeze_embeddings: bool = False
     freeze_layers: int = 0  # freeze the first N transformer layers (LoVT: 6 of 12)
+    # Lock the whole tower (LiT, Zhai et al. 2022): no gradients, always in eval mode (no dropout),
+    # so a sequence's token states depend only on its token ids and can be cached
+    # (:mod:`localign.models.text_cache`). The projection/attention heads above it still train.
+    freeze: bool = False
     last_layers: int = 1  # token states = sum of the last N hidden layers (GLoRIA/LIMITR: 4)
     gradient_checkpointing: bool = False
 

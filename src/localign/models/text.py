@@ -87,6 +87,9 @@ class TextEncoder(nn.Module):
             raise ValueError(f"last_layers must be in [1, {n_layers}], got {config.last_layers}")
         if config.freeze_layers > n_layers:
             raise ValueError(f"cannot freeze {config.freeze_layers} layers of a {n_layers}-layer model")
+        if config.freeze:
+            self.bert.requires_grad_(False)
+            self.bert.eval()
         if config.freeze_embeddings:
             self.bert.embeddings.requires_grad_(False)
         for layer in self.bert.encoder.layer[: config.freeze_layers]:
@@ -103,10 +106,35 @@ class TextEncoder(nn.Module):
         self.register_buffer("is_continuation", torch.tensor([t.startswith("##") for t in vocab]), persistent=False)
         self.special_ids = sorted(set(tokenizer.all_special_ids))
 
+    #: A :class:`~localign.models.text_cache.TokenStateCache` of a frozen tower (set by the engine;
+    #: a plain attribute, not a submodule: it is data, never saved in checkpoints).
+    state_cache = None
+
+    def train(self, mode: bool = True) -> "TextEncoder":
+        super().train(mode)
+        if self.config.freeze:  # a locked tower never drops out: its states stay a function of the ids
+            self.bert.eval()
+        return self
+
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> TokenStates:
-        """:param input_ids: ``[B, T]``; :param attention_mask: ``[B, T]`` (1 = real token)."""
+        """:param input_ids: ``[B, T]``; :param attention_mask: ``[B, T]`` (1 = real token).
+
+        A frozen tower (``freeze=True``) runs without autograd and reads its :attr:`state_cache`
+        when one is attached; sequences missing from the cache are computed on the fly.
+        """
         if input_ids.shape != attention_mask.shape or input_ids.dim() != 2:
             raise ValueError(f"input_ids {tuple(input_ids.shape)} and attention_mask {tuple(attention_mask.shape)} must both be [B, T]")
+        if self.config.freeze:
+            with torch.no_grad():
+                if self.state_cache is not None:
+                    return self.state_cache.lookup(input_ids, attention_mask, self.run_tower)
+                states = self.run_tower(input_ids, attention_mask)
+                # Padded positions 0, as the cache serves them (no method reads them).
+                return TokenStates(states.tokens * attention_mask[..., None].to(states.tokens.dtype), states.cls, states.pooled)
+        return self.run_tower(input_ids, attention_mask)
+
+    def run_tower(self, input_ids: Tensor, attention_mask: Tensor) -> TokenStates:
+        """The transformer itself on ``[B, T]`` ids (no cache)."""
         need_all = self.config.last_layers > 1
         out = self.bert(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=need_all, return_dict=True)
         last = out.last_hidden_state

@@ -57,6 +57,7 @@ class TrainConfig:
     """One pretraining run. ``None`` means "the method's paper default"."""
 
     method: str = "lovt"
+    recipe: str = "paper"  # the named recipe the run was made from (localign.train.recipes); informative
     overrides: dict[str, Any] = field(default_factory=dict)  # dotted MethodConfig keys, e.g. {"image.arch": "resnet18"}
     data: str | None = None  # prepared dataset folder; None: the SynthCXR demo (generated and prepared on first use)
     out: str = "runs/lovt"
@@ -73,6 +74,7 @@ class TrainConfig:
     amp: str = "auto"  # auto (bf16, else fp16, on CUDA; off on CPU) | off | bf16 | fp16
     deterministic: bool = False
     num_workers: int = 0
+    text_cache: bool = True  # a frozen text tower (text.freeze) reads token states cached per dataset
     val_retrieval_pool: int | None = None  # None: the whole validation split; N: chunks of N pairs (LIMITR: 1000)
     checkpoint_every: int | None = None  # optimizer steps between mid-epoch checkpoints (None: at epoch ends)
     early_stopping: bool = True
@@ -155,23 +157,35 @@ def make_train_config(
     method: str = "lovt",
     out: str = "runs/lovt",
     data: str | None = None,
-    encoders: str = "paper",
+    encoders: str | None = None,
     image_arch: str | None = None,
     image_size: int | None = None,
     text_model: str | None = None,
-    augment: str = "convirt",
+    augment: str | None = None,
     overrides: dict[str, Any] | None = None,
+    recipe: str = "paper",
     **train: Any,
 ) -> TrainConfig:
     """The TrainConfig of the CLI flags / notebook parameters (one function, so both agree).
 
+    :param recipe: a name of :data:`localign.train.recipes.RECIPES` (``paper`` or ``demo``): its
+        encoders, augmentation, TrainConfig fields and method overrides are the defaults that every
+        other argument given here (not None) overrides
     :param encoders: ``paper`` keeps the method's encoders (``image_arch``/``image_size``/``text_model``
         override single fields); ``demo`` puts every method on identical encoders via
         :func:`encoder_overrides` (ResNet-18 at 128 px and the offline MiniLM unless given)
     :param augment: a name of :data:`AUGMENTATIONS`
     :param overrides: further dotted MethodConfig overrides (applied last)
-    :param train: any other TrainConfig field (epochs, batch_size, lr, seed, device, max_steps, ...)
+    :param train: any other TrainConfig field (epochs, batch_size, lr, seed, device, max_steps, ...);
+        None means "the recipe's value" (or the TrainConfig default where the recipe sets none)
     """
+    from localign.train.recipes import get_recipe
+
+    chosen = get_recipe(recipe)
+    recipe_train, recipe_overrides = chosen.for_method(method)
+    encoders = chosen.encoders if encoders is None else encoders
+    augment = chosen.augment if augment is None else augment
+    train = {**recipe_train, **{k: v for k, v in train.items() if v is not None}}
     if encoders not in ("paper", "demo"):
         raise ValueError(f"encoders must be 'paper' or 'demo', got {encoders!r}")
     if augment not in AUGMENTATIONS:
@@ -186,5 +200,6 @@ def make_train_config(
             o["image.input_size"] = image_size
         if text_model:
             o["text.model"] = text_model
+    o.update(recipe_overrides)
     o.update(overrides or {})
-    return TrainConfig(method=method, overrides=o, data=data, out=out, augment=AUGMENTATIONS[augment], **train)
+    return TrainConfig(method=method, overrides=o, data=data, out=out, augment=AUGMENTATIONS[augment], recipe=recipe, **train)

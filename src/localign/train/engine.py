@@ -46,7 +46,7 @@ from localign.config import config_to_dict
 from localign.data.manifest import load_prepared
 from localign.data.text import SpecialTokens
 from localign.data.tokenize import load_tokenizer
-from localign.eval.metrics import recall_at_k
+from localign.eval.metrics import effective_rank, recall_at_k
 from localign.models import build_model
 from localign.models.config import MethodConfig
 from localign.models.methods.base import PretrainModel
@@ -58,7 +58,8 @@ from localign.train.optim import OptimizerSet, build_optimizers, clip_gradients,
 log = logging.getLogger("localign.train")
 
 # Fields of TrainConfig that may change when resuming (they steer the run, not its result).
-RESUMABLE_CHANGES = {"resume", "max_steps", "epochs", "progress", "num_workers", "log_every", "checkpoint_every", "early_stopping"}
+RESUMABLE_CHANGES = {"resume", "max_steps", "epochs", "progress", "num_workers", "log_every", "checkpoint_every", "early_stopping",
+                     "text_cache"}
 
 
 @dataclass
@@ -208,6 +209,24 @@ def evaluate_retrieval(model: PretrainModel, loader: DataLoader, device: torch.d
 
 
 @torch.no_grad()
+def evaluate_feature_rank(model: PretrainModel, loader: DataLoader, device: torch.device, variance: float = 0.99,
+                          autocast=contextlib.nullcontext) -> dict[str, float]:
+    """Effective rank of the pooled backbone features (what ``encoder.pt`` exports) of the loader's images.
+
+    Components holding ``variance`` of the variance of the standardised features
+    (:func:`~localign.eval.metrics.effective_rank`): a collapse of the exported representation shows
+    here even when the projected embeddings still retrieve.
+    """
+    model.eval()
+    feats = []
+    for batch in loader:
+        with autocast():
+            feats.append(model.image_encoder(batch.images.to(device)).pooled.float().cpu())
+    x = torch.cat(feats).numpy()
+    return {"feature_rank": float(effective_rank(x, variance)), "feature_dim": float(x.shape[1])}
+
+
+@torch.no_grad()
 def evaluate_loss(model: PretrainModel, loader: DataLoader, device: torch.device, autocast=contextlib.nullcontext) -> dict[str, float]:
     """Mean objective over the loader's batches (eval mode, no augmentation), weighted by batch size."""
     model.eval()
@@ -310,6 +329,8 @@ def _pretrain(config: TrainConfig, device: torch.device, rank: int, world: int, 
 
         # --- model and optimisation ---------------------------------------------------------------
         model = build_model(method).to(device)
+        if method.text.freeze and config.text_cache:
+            model.text_encoder.state_cache = _text_state_cache(model, prepared, tokens, swapped, method, special, main, world, config.progress)
         opt = build_optimizers(model, optim_cfg, spe, total_steps, monitor_mode=mode)
         ddp = model
         if world > 1:
@@ -356,9 +377,10 @@ def _pretrain(config: TrainConfig, device: torch.device, rank: int, world: int, 
                 t0 = time.time()
                 val = {f"val/{k}": v for k, v in evaluate_loss(model, val_loss_loader, device, autocast).items()}
                 val.update({f"val/{k}": v for k, v in evaluate_retrieval(model, val_full_loader, device, config.val_retrieval_pool, autocast).items()})
+                val.update({f"val/{k}": v for k, v in evaluate_feature_rank(model, val_full_loader, device, autocast=autocast).items()})
                 val["val/time_s"] = time.time() - t0
                 metrics.write(state["step"], epoch, "val", val)
-                log.info("epoch %d: %s", epoch, ", ".join(f"{k[4:]}={v:.4g}" for k, v in val.items() if not k.endswith(("pool_size", "n_chunks", "n_pairs", "n_dropped"))))
+                log.info("epoch %d: %s", epoch, ", ".join(f"{k[4:]}={v:.4g}" for k, v in val.items() if not k.endswith(("pool_size", "n_chunks", "n_pairs", "n_dropped", "feature_dim"))))
                 model.train()
             if main and monitor not in val:
                 raise ValueError(f"monitored metric {monitor!r} is not produced by validation (it gives {sorted(val)})")
@@ -442,6 +464,34 @@ def _pretrain(config: TrainConfig, device: torch.device, rank: int, world: int, 
         if handler is not None:
             logging.getLogger("localign").removeHandler(handler)
             handler.close()
+
+
+def _text_state_cache(model: PretrainModel, prepared, tokens, swapped, method: MethodConfig, special: SpecialTokens, main: bool, world: int,
+                      progress: bool):
+    """The token-state cache of a frozen text tower over every sequence of the prepared dataset.
+
+    Rank 0 computes it (once per tower, ``last_layers`` and dataset, in the cache folder); the other
+    ranks wait and load it.
+    """
+    from localign.data.text import tower_sequences
+    from localign.models.text_cache import build_token_state_cache
+    from localign.paths import cache_dir
+
+    reports = [tokens.sentences(s) for s in prepared.manifest["study_id"]]
+    if swapped is not None:
+        reports += [swapped.sentences(s) for s in prepared.manifest["study_id"]]
+    sequences = tower_sequences(reports, method.text_input, special)
+    root = cache_dir() / "text_states"
+    t0 = time.time()
+    if main:
+        cache = build_token_state_cache(model.text_encoder, sequences, root, progress=progress)
+    if world > 1:
+        dist.barrier()
+    if not main:
+        cache = build_token_state_cache(model.text_encoder, sequences, root)
+    if main:
+        log.info("frozen text tower: %d cached sequences (%.1f s)", len(cache), time.time() - t0)
+    return cache
 
 
 def _train_epoch(ddp: nn.Module, model: PretrainModel, loader: DataLoader, opt: OptimizerSet, scaler, autocast, optim_cfg, config: TrainConfig,

@@ -8,13 +8,15 @@ from matplotlib.figure import Figure
 
 
 def plot_training_curves(history: pd.DataFrame, title: str = "", chance_r1: float | None = None) -> Figure:
-    """Three panels from a run's ``metrics.csv`` (long format: step, epoch, phase, name, value).
+    """Four panels from a run's ``metrics.csv`` (long format: step, epoch, phase, name, value).
 
-    Left: training loss per logged step and validation loss per epoch. Middle: validation R@1/5/10
-    (image→report solid, report→image dashed), with the chance level of R@1 if given. Right: the
-    learning rate of every parameter group.
+    1: training loss per logged step and validation loss per epoch. 2: validation R@1/5/10
+    (image→report solid, report→image dashed), with the chance levels of R@1 and R@10 if given.
+    3: the effective rank of the exported backbone features per epoch (principal components holding
+    99 % of the variance of the standardised pooled validation features; out of their dimension):
+    a representation collapsing shows as a falling rank. 4: the learning rate of every group.
     """
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    fig, axes = plt.subplots(1, 4, figsize=(19, 3.8))
     train = history[history["phase"] == "train"]
     val = history[history["phase"] == "val"]
     ax = axes[0]
@@ -32,9 +34,17 @@ def plot_training_curves(history: pd.DataFrame, title: str = "", chance_r1: floa
                 ax.plot(r["step"], r["value"], style, color=color, marker="o", ms=3, label=f"{direction} R@{k}")
     if chance_r1 is not None:
         ax.axhline(chance_r1, color="grey", lw=1, ls=":", label="chance R@1")
+        ax.axhline(10 * chance_r1, color="C2", lw=1, ls=":", label="chance R@10")
     ax.set(xlabel="optimizer step", ylabel="recall (%)", title="validation retrieval")
     ax.legend(fontsize=7, ncol=2)
     ax = axes[2]
+    r = val[val["name"] == "val/feature_rank"]
+    if len(r):
+        ax.plot(r["step"], r["value"], "o-", color="C4")
+        dim = val[val["name"] == "val/feature_dim"]["value"]
+        ax.set_ylim(0, float(dim.max()) if len(dim) else None)
+    ax.set(xlabel="optimizer step", ylabel="components for 99 % variance", title="effective rank of the backbone features")
+    ax = axes[3]
     for name in sorted(n for n in train["name"].unique() if n.startswith("lr/")):
         r = train[train["name"] == name]
         ax.plot(r["step"], r["value"], label=name[3:])
@@ -76,6 +86,7 @@ def run_summary_table(summary: dict) -> pd.DataFrame:
         ("validation loss", f"{best.get('val/loss', float('nan')):.4f}"),
         ("image→report R@1 / R@5 / R@10 (%)", " / ".join(f"{best.get(f'val/i2t_R@{k}', float('nan')):.1f}" for k in (1, 5, 10))),
         ("report→image R@1 / R@5 / R@10 (%)", " / ".join(f"{best.get(f'val/t2i_R@{k}', float('nan')):.1f}" for k in (1, 5, 10))),
+        ("effective rank of the backbone features", f"{best.get('val/feature_rank', float('nan')):.0f} of {best.get('val/feature_dim', float('nan')):.0f}"),
         ("chance R@1 (%) / candidate pool", f"{summary['chance_R@1']:.2f} / {summary['retrieval_pool']} reports"),
         ("training throughput (samples/s)", f"{summary['train_samples_per_s']:.1f}"),
         ("wall time (s)", f"{summary['wall_time_s']:.0f}"),

@@ -1,0 +1,118 @@
+"""Named training recipes: how a method is trained, as opposed to what the method is.
+
+A method preset (:mod:`localign.models.registry`) holds a paper's model and objective; a recipe
+holds the run-level choices around it -- encoders, augmentation, learning rate and schedule,
+epochs -- that a paper's compute budget dictates. Two recipes exist:
+
+- ``paper``: each method's own encoders and the papers' optimisation (the preset defaults, the
+  LoVT/ConVIRT augmentation). For ImageNet-initialised encoders and GPU days.
+- ``demo``: every method on identical small encoders (a ResNet-18 at 128 px from scratch and the
+  offline MiniLM), learning in minutes on 2 CPU cores. ``book/pretraining.md`` states how and why it
+  differs from each paper.
+
+``make_train_config(method, recipe="demo")``, ``localign pretrain --recipe demo`` and notebook 03
+all read :data:`RECIPES`; explicit arguments override a recipe's values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from localign.models.registry import get_method
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Run-level defaults applied on top of a method preset.
+
+    :ivar encoders: ``paper`` (the method's own) or ``demo`` (identical small encoders)
+    :ivar augment: a name of :data:`~localign.train.config.AUGMENTATIONS`
+    :ivar train: :class:`~localign.train.config.TrainConfig` fields (``lr``, ``epochs``, ...)
+    :ivar overrides: dotted :class:`~localign.models.config.MethodConfig` overrides for every method
+    :ivar by_family: per method family, further ``train`` fields and ``overrides``
+        (``{"limitr": {"train": {...}, "overrides": {...}}}``)
+    """
+
+    name: str
+    description: str
+    encoders: str = "paper"
+    augment: str = "convirt"
+    train: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    by_family: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+    def for_method(self, method: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(train fields, method overrides)`` of this recipe for one registry method."""
+        family = get_method(method).family
+        extra = self.by_family.get(family, {})
+        return {**self.train, **extra.get("train", {})}, {**self.overrides, **extra.get("overrides", {})}
+
+
+RECIPES: dict[str, Recipe] = {
+    "paper": Recipe(
+        name="paper",
+        description="each paper's encoders, augmentation and optimisation (the method presets' defaults)",
+    ),
+    "demo": Recipe(
+        name="demo",
+        description=(
+            "identical small encoders for every method (ResNet-18 at 128 px from scratch, the offline MiniLM locked "
+            "with cached token states), no image augmentation, AdamW lr 3e-4 with a 5 % linear warm-up and linear "
+            "decay, batch 32, deterministic: every method learns in minutes on 2 CPU cores"
+        ),
+        encoders="demo",
+        augment="none",
+        train={"lr": 3e-4, "batch_size": 32, "accumulate": 1, "epochs": 10, "deterministic": True},
+        overrides={
+            "text.freeze": True,
+            # A locked tower reads each report's (or sentence's) cached states; shuffled sentence
+            # orders are new sequences that would have to run through the tower every step.
+            "text_input.sentence_shuffling": None,
+            "optim.optimizer": "adamw",
+            "optim.schedule": "linear_warmup",
+            "optim.warmup_fraction": 0.05,
+            "optim.weight_decay": 1e-4,
+        },
+    ),
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise ValueError(f"unknown recipe {name!r}; choose from {sorted(RECIPES)}") from None
+
+
+def recipe_differences(method: str, recipe: str = "demo", against: str = "paper") -> "pd.DataFrame":
+    """Every setting in which ``recipe`` trains ``method`` differently from ``against``.
+
+    Both are resolved the way a run resolves them (:func:`~localign.train.config.make_train_config`
+    and :func:`~localign.train.config.resolve_method`), so the table is what the runs do, not a
+    description of it. Columns: ``setting`` (dotted), ``against``'s value, ``recipe``'s value.
+    """
+    import pandas as pd
+
+    from localign.config import config_to_dict
+    from localign.train.config import make_train_config, resolve_method
+
+    def flat(cfg) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+
+        def walk(d: dict, prefix: str) -> None:
+            for k, v in d.items():
+                if isinstance(v, dict) and k != "overrides":
+                    walk(v, f"{prefix}{k}.")
+                elif k != "overrides":
+                    out[f"{prefix}{k}"] = v if not isinstance(v, (list, tuple)) else str(tuple(v))
+
+        train = config_to_dict(cfg)
+        walk({k: v for k, v in train.items() if k in ("augment", "deterministic", "recipe")}, "")
+        walk(config_to_dict(resolve_method(cfg)), "")
+        return out
+
+    a = flat(make_train_config(method=method, recipe=against))
+    b = flat(make_train_config(method=method, recipe=recipe))
+    rows = [(k, a.get(k), b.get(k)) for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k) and k not in ("recipe",)]
+    return pd.DataFrame(rows, columns=["setting", against, recipe]).set_index("setting")
