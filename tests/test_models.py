@@ -402,6 +402,33 @@ def test_method_forward_backward_retrieval_and_grounding(tokenizer, name):
     assert maps.dim() == 3 and maps.shape[0] == 4 and torch.isfinite(maps).all()
 
 
+def test_gloria_retrieval_attends_with_the_caption_words_only(tokenizer):
+    """Gloria.similarity = ½(5·max_t cos(w_t, c_t) + cos(global)), with c_t attended by words 1..n only
+    (GLoRIA's get_local_similarities), so a report's scores do not depend on the batch's padding."""
+    torch.manual_seed(0)
+    model = build_model(tiny_method("gloria")).eval()
+    images, text = _batch(tokenizer, model.config, REPORTS, size=model.config.image.input_size)
+    with torch.no_grad():
+        img, rep = model.encode_images(images), model.encode_reports(text)
+        scores = model.similarity(img, rep, chunk=3)
+        _, one = _batch(tokenizer, model.config, [REPORTS[3]], size=model.config.image.input_size)
+        alone = model.similarity(img, model.encode_reports(one))
+    glob = torch.nn.functional.normalize(img["global"], dim=-1) @ torch.nn.functional.normalize(rep["global"], dim=-1).T
+    expected = torch.zeros(4, 4)
+    for i in range(4):
+        n = int(rep["word_mask"][i].sum()) - 1  # words without [CLS]
+        w = rep["words"][i, 1 : n + 1]
+        assert n >= 1 and not rep["word_mask"][i, n + 1 :].any()
+        for j in range(4):
+            v = img["regions"][j]
+            alpha = torch.softmax(4.0 * torch.softmax(w @ v.T, dim=0), dim=1)
+            c = alpha @ v
+            cos = (w * c).sum(-1) / (w.norm(dim=-1) * c.norm(dim=-1)).clamp(min=1e-8)
+            expected[j, i] = 0.5 * (5.0 * cos.max() + glob[j, i])
+    assert torch.allclose(scores, expected, atol=1e-5)
+    assert torch.allclose(alone[:, 0], scores[:, 3], atol=1e-5)  # "Cardiomegaly." is the shortest report
+
+
 def test_limitr_chunked_pair_scoring_gives_the_same_loss_and_gradients(tokenizer):
     """``loss.pair_chunk`` trades memory for recomputation; the loss and gradients must not change."""
     grads = {}
