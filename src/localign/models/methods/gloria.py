@@ -23,7 +23,7 @@ from localign.losses import gloria_global_loss, gloria_inference_local_scores, g
 from localign.models.config import GloriaLossConfig, MethodConfig
 from localign.models.image import ImageFeatures
 from localign.models.methods.base import PretrainModel, PretrainOutput, chunked_pairwise
-from localign.models.text import masked_mean, merge_word_pieces
+from localign.models.text import TokenStates, masked_mean, merge_word_pieces
 
 
 class WordRegionModel(PretrainModel):
@@ -42,7 +42,10 @@ class WordRegionModel(PretrainModel):
         return self.embed_features(self.image_encoder(images))
 
     def encode_reports(self, text: TextBatch) -> dict[str, Tensor]:
-        states = self.token_states(text)
+        return self.report_features(self.token_states(text), text)
+
+    def report_features(self, states: TokenStates, text: TextBatch) -> dict[str, Tensor]:
+        """Word set ([CLS] + words), its mask and the report vector from the token states."""
         word_ids = self.text_encoder.word_ids(text.input_ids, text.attention_mask)
         words, word_mask = merge_word_pieces(states.tokens, word_ids)
         # Report vector: mean of the token states over [CLS] ... [SEP] (the code divides by the padded
