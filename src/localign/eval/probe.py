@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from localign.eval.metrics import _binary_auroc, as_numpy
+from localign.eval.metrics import as_numpy
 
 logger = logging.getLogger(__name__)
 
