@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from localign.losses import double_softmax_attention, gloria_local_loss, gloria_local_scores
+from localign.losses import double_softmax_attention, gloria_inference_local_scores, gloria_local_loss, gloria_local_scores
 
 
 def _softmax(values: list[float]) -> list[float]:
@@ -134,3 +134,66 @@ def test_gloria_rejects_bad_input() -> None:
         gloria_local_scores(words, empty, regions)
     with pytest.raises(ValueError, match="same number of pairs"):
         gloria_local_loss(words, mask, torch.randn(3, 5, 3))
+
+
+# --- inference (retrieval / zero-shot) score ---------------------------------------------------------
+
+
+def test_inference_scores_hand_computed_words_only() -> None:
+    """[CLS] (slot 0) and pads neither enter the attention's softmax over words nor the max."""
+    cls_, w0, w1, pad = [3.0, 3.0], [1.0, 0.0], [0.0, 2.0], [7.0, 7.0]
+    words = torch.tensor([[cls_, w0, w1, pad]], dtype=torch.float64)
+    mask = torch.tensor([[False, True, True, False]])
+    regions = torch.eye(2, dtype=torch.float64)[None]
+    e = math.e
+    first = [[e / (1 + e), 1 / (1 + e**2)], [1 / (1 + e), e**2 / (1 + e**2)]]  # softmax over the 2 words
+    alpha = [_softmax([4 * v for v in row]) for row in first]
+    cos0 = alpha[0][0] / math.hypot(*alpha[0])
+    cos1 = alpha[1][1] / math.hypot(*alpha[1])
+    got = gloria_inference_local_scores(words, mask, regions)
+    assert got.shape == (1, 1) and got.item() == pytest.approx(5 * max(cos0, cos1), abs=1e-12)
+    # with [CLS] among the queries (the defect) the value is different
+    with_cls = gloria_inference_local_scores(words, torch.tensor([[True, True, True, False]]), regions)
+    assert abs(with_cls.item() - got.item()) > 1e-3
+
+
+def _loop_inference(words, word_mask, regions, temp1=4.0, temp2=5.0) -> torch.Tensor:
+    """GLoRIA's get_local_similarities: caption i sliced to its words, then attend, 5·max cos."""
+    scores = torch.zeros(regions.shape[0], words.shape[0], dtype=words.dtype)
+    for i in range(words.shape[0]):
+        w = words[i][word_mask[i]]
+        for j in range(regions.shape[0]):
+            v = regions[j]
+            alpha = torch.softmax(temp1 * torch.softmax(w @ v.T, dim=0), dim=1)
+            c = alpha @ v
+            cos = (w * c).sum(-1) / (w.norm(dim=-1) * c.norm(dim=-1)).clamp(min=1e-8)
+            scores[j, i] = temp2 * cos.max()
+    return scores
+
+
+def test_inference_scores_padded_captions_of_different_lengths() -> None:
+    gen = torch.Generator().manual_seed(11)
+    words = torch.randn(3, 7, 5, generator=gen, dtype=torch.float64)
+    regions = torch.randn(4, 6, 5, generator=gen, dtype=torch.float64)
+    lengths = torch.tensor([5, 2, 3])  # words at slots 1..n; slot 0 = [CLS]; the rest padding
+    mask = (torch.arange(7)[None] >= 1) & (torch.arange(7)[None] <= lengths[:, None])
+    got = gloria_inference_local_scores(words, mask, regions)
+    assert got.shape == (4, 3)
+    assert torch.allclose(got, _loop_inference(words, mask, regions), atol=1e-12)
+    # a caption's score does not depend on the values in its excluded slots or on the other captions
+    garbage = words.clone()
+    garbage[~mask] = float("nan")
+    assert torch.allclose(gloria_inference_local_scores(garbage, mask, regions), got, atol=1e-12)
+    alone = gloria_inference_local_scores(words[1:2, :3], mask[1:2, :3], regions)
+    assert torch.allclose(alone[:, 0], got[:, 1], atol=1e-12)
+
+
+def test_inference_scores_reject_bad_input() -> None:
+    words, regions = torch.randn(2, 4, 3), torch.randn(2, 5, 3)
+    mask = torch.ones(2, 4, dtype=torch.bool)
+    with pytest.raises(ValueError, match="same D"):
+        gloria_inference_local_scores(words, mask, torch.randn(2, 5, 2))
+    empty = mask.clone()
+    empty[0] = False
+    with pytest.raises(ValueError, match=r"captions \[0\]"):
+        gloria_inference_local_scores(words, empty, regions)

@@ -154,6 +154,21 @@ def test_text_encoder_word_ids_follow_wordpieces(tokenizer):
     assert max(ids) == len("small left pleural effusion".split())
 
 
+def test_text_encoder_released_slots_keep_sep_and_mark_pads(tokenizer):
+    from localign.models.config import TextEncoderConfig
+    from localign.models.text import TextEncoder
+
+    enc = TextEncoder(TextEncoderConfig(model="minilm", random_init=True, tiny=TINY_TEXT))
+    batch = tokenizer(["small left pleural effusion", "left"], return_tensors="pt", padding="max_length", max_length=12)
+    slots = enc.released_slot_ids(batch["input_ids"], batch["attention_mask"])
+    words = enc.word_ids(batch["input_ids"], batch["attention_mask"])
+    for row, (s, w, mask) in enumerate(zip(slots.tolist(), words.tolist(), batch["attention_mask"].tolist())):
+        n = sum(mask)  # [CLS] ... [SEP]
+        assert s[n - 1] == max(w) + 1  # [SEP] opens the slot after the last word
+        assert s[: n - 1] == w[: n - 1] and all(v == -1 for v in s[n:])  # same merging; pads have no slot
+    assert slots[1].tolist()[:4] == [0, 1, 2, -1]  # [CLS] left [SEP] [PAD]
+
+
 def test_text_encoder_freezing(tokenizer):
     from localign.models.config import TextEncoderConfig
     from localign.models.text import TextEncoder
@@ -402,6 +417,33 @@ def test_method_forward_backward_retrieval_and_grounding(tokenizer, name):
     assert maps.dim() == 3 and maps.shape[0] == 4 and torch.isfinite(maps).all()
 
 
+def test_gloria_retrieval_attends_with_the_caption_words_only(tokenizer):
+    """Gloria.similarity = ½(5·max_t cos(w_t, c_t) + cos(global)), with c_t attended by words 1..n only
+    (GLoRIA's get_local_similarities), so a report's scores do not depend on the batch's padding."""
+    torch.manual_seed(0)
+    model = build_model(tiny_method("gloria")).eval()
+    images, text = _batch(tokenizer, model.config, REPORTS, size=model.config.image.input_size)
+    with torch.no_grad():
+        img, rep = model.encode_images(images), model.encode_reports(text)
+        scores = model.similarity(img, rep, chunk=3)
+        _, one = _batch(tokenizer, model.config, [REPORTS[3]], size=model.config.image.input_size)
+        alone = model.similarity(img, model.encode_reports(one))
+    glob = torch.nn.functional.normalize(img["global"], dim=-1) @ torch.nn.functional.normalize(rep["global"], dim=-1).T
+    expected = torch.zeros(4, 4)
+    for i in range(4):
+        n = int(rep["word_mask"][i].sum()) - 1  # words without [CLS]
+        w = rep["words"][i, 1 : n + 1]
+        assert n >= 1 and not rep["word_mask"][i, n + 1 :].any()
+        for j in range(4):
+            v = img["regions"][j]
+            alpha = torch.softmax(4.0 * torch.softmax(w @ v.T, dim=0), dim=1)
+            c = alpha @ v
+            cos = (w * c).sum(-1) / (w.norm(dim=-1) * c.norm(dim=-1)).clamp(min=1e-8)
+            expected[j, i] = 0.5 * (5.0 * cos.max() + glob[j, i])
+    assert torch.allclose(scores, expected, atol=1e-5)
+    assert torch.allclose(alone[:, 0], scores[:, 3], atol=1e-5)  # "Cardiomegaly." is the shortest report
+
+
 def test_limitr_chunked_pair_scoring_gives_the_same_loss_and_gradients(tokenizer):
     """``loss.pair_chunk`` trades memory for recomputation; the loss and gradients must not change."""
     grads = {}
@@ -419,6 +461,80 @@ def test_limitr_chunked_pair_scoring_gives_the_same_loss_and_gradients(tokenizer
         assert torch.allclose(g_full[name], g_chunk[name], atol=1e-5, rtol=1e-4), name
     with pytest.raises(ValueError, match="pair_chunk"):
         build_model(tiny_method("limitr", **{"loss.pair_chunk": 0}))
+
+
+def _released_limitr_internal_loss(tokens, token_strings, regions, aggregate, lam=4.0, tau=0.1):
+    """LIMITR's released ``local_int_loss`` on its own token layout, written out from spec §3.3.
+
+    Layout (``aggregate_tokens``): walk the tokens up to [SEP]; a ``##`` piece is summed into the
+    open slot, any other token opens one, [SEP] gets its own; zero rows pad to T; [PAD] names them.
+    """
+    b_size, t_len, _ = tokens.shape
+    layouts, pads = [], []
+    for b in range(b_size):
+        slots, bank = [], None
+        for t, name in enumerate(token_strings[b]):
+            if name == "[SEP]":
+                slots += [bank, tokens[b, t]]
+                break
+            if name.startswith("##"):
+                bank = bank + tokens[b, t]
+            else:
+                if bank is not None:
+                    slots.append(bank)
+                bank = tokens[b, t]
+        pads.append([False] * len(slots) + [True] * (t_len - len(slots)))
+        layouts.append(torch.stack(slots + [torch.zeros_like(tokens[b, 0])] * (t_len - len(slots))))
+    words, pad = torch.stack(layouts), torch.tensor(pads)
+    r_len = regions.shape[1]
+    pi = (~pad).double() / (~pad).sum(1, keepdim=True)
+    total = 0.0
+    for b in range(b_size):
+        w, v = words[b].double(), regions[b].double()
+        # words over the regions: first softmax over all T positions (pads included), then over regions
+        alpha = torch.softmax(lam * torch.softmax(v @ w.T, dim=1).T, dim=1)  # [T, R]
+        m_w = w @ (alpha @ v).T / tau  # [t, t'] = w_t . c_t'
+        row = torch.logsumexp(m_w, 1) - m_w.diagonal()
+        col = torch.logsumexp(m_w, 0) - m_w.diagonal()
+        word_part = 0.5 * ((pi[b] * row).sum() + (pi[b] * col).sum())
+        # regions over the words: row (b, r) of the flattened attention gets the pad mask of caption (b*R + r) mod B
+        first = torch.softmax(w @ v.T, dim=1).T  # [R, T], softmax over regions per word
+        beta = torch.stack([torch.softmax((lam * first[r]).masked_fill(pad[(b * r_len + r) % b_size], float("-inf")), 0)
+                            for r in range(r_len)])
+        h = beta @ w  # [R, D]
+        align = h * v
+        align = align / (align.norm(dim=0, keepdim=True))  # l2norm over the region axis
+        with torch.no_grad():
+            _, rho = aggregate(align.float()[None])
+        rho = rho[0].double()
+        m_r = v @ h.T / tau
+        row = torch.logsumexp(m_r, 1) - m_r.diagonal()
+        col = torch.logsumexp(m_r, 0) - m_r.diagonal()
+        region_part = 0.5 * ((rho * row).sum() + (rho * col).sum())
+        total += float((word_part + region_part) / 2)
+    return total / b_size / 10
+
+
+@pytest.mark.parametrize("name", ["limitr_code", "limitr"])
+def test_limitr_bug_compatible_internal_loss_matches_the_released_layout(tokenizer, name):
+    """Bug-compatible mode runs the internal loss on the released token layout (all 97 positions,
+    [SEP] kept, zero rows to the fixed length, π over non-[PAD]) and regions without the positional
+    encoding, as the released code; its value matches a reference written from spec §3.3."""
+    torch.manual_seed(0)
+    model = build_model(tiny_method(name, **{"loss.internal_weight": 1.0, "loss.bug_compatible_internal_mask": True,
+                                             "loss.sa_dropout": 0.0})).eval()
+    images, text = _batch(tokenizer, model.config, REPORTS, size=model.config.image.input_size)
+    assert text.input_ids.shape[1] == 97  # the presets pad every report to 97 tokens, as word_num: 97
+    with torch.no_grad():
+        internal = float(model(images, text, torch.arange(4)).terms["internal"])
+        tokens = model.token_states(text).tokens
+        regions = model.encode_images(images)["regions"]
+    names = [tokenizer.convert_ids_to_tokens(row.tolist()) for row in text.input_ids]
+    expected = _released_limitr_internal_loss(tokens, names, regions, model.aggregate)
+    assert internal == pytest.approx(expected, rel=1e-5)
+    layout = model.released_word_layout(model.token_states(text), text)
+    n_words = model.encode_reports(text)["word_mask"].sum(1)  # [CLS] + words
+    assert layout["words"].shape[1] == 97 and torch.equal(layout["word_mask"].sum(1), n_words + 1)  # + [SEP]
 
 
 def test_limitr_checkpointed_chunks_replay_their_dropout_masks(tokenizer):

@@ -43,7 +43,7 @@ from localign.models.image import ImageEncoder
 
 from .helpers import TINY_TEXT
 
-FAST = {"probe.epochs": 5, "classifier_frozen.epochs": 1, "classifier_tuned.max_steps": 3, "segmentation.epochs": 3,
+FAST = {"probe.max_iter": 300, "classifier_frozen.epochs": 1, "classifier_tuned.max_steps": 3, "segmentation.epochs": 3,
         "unet.max_steps": 3, "unet.warmup_steps": 1}
 
 
@@ -194,7 +194,7 @@ def test_evaluate_runs_tidy_rows_one_per_key(evaluation, run_dir):
     probe = df[(df["task"] == "probe") & (df["method"] == "convirt")]
     assert sorted(set(zip(probe["fraction"], probe["seed"]))) == [(0.5, 0), (0.5, 1), (1.0, 0), (1.0, 1)]
     per_rep = probe.groupby(["fraction", "seed"])["metric"].apply(lambda m: sorted(m))
-    expected = sorted([*layout.PATHOLOGY9, "macro", "n_train", "n_train_patients", "best_epoch", "val_macro"])
+    expected = sorted([*layout.PATHOLOGY9, "macro", "n_train", "n_train_patients", "log10_c", "val_macro"])
     assert all(m == expected for m in per_rep)
     # n_train reports the patient-level draw: fraction 1 uses every training image
     n_full = probe[(probe["fraction"] == 1.0) & (probe["metric"] == "n_train")]["value"].unique()
@@ -431,12 +431,12 @@ def test_cli_evaluate_writes_results_and_prints_tables(run_dir, tmp_path, capsys
 
     out = tmp_path / "cli" / "eval.csv"
     code = main(["evaluate", "--runs", str(run_dir), "--tasks", "probe", "--fractions", "1", "--seeds", "0", "--baselines", "none",
-                 "--out", str(out), "--threads", "1", "--set", "probe.epochs=3", "--quiet"])
+                 "--out", str(out), "--threads", "1", "--set", "probe.max_iter=300", "--quiet"])
     assert code == 0
     df = pd.read_csv(out)
     assert set(df["task"]) == {"probe"} and set(df["fraction"]) == {1.0} and set(df["seed"]) == {0}
     info = json.loads(out.with_suffix(".json").read_text())
-    assert info["config"]["probe"]["epochs"] == 3 and info["config"]["baselines"] == []
+    assert info["config"]["probe"]["max_iter"] == 300 and info["config"]["baselines"] == []
     printed = capsys.readouterr().out
     assert "Linear probe: macro AUROC" in printed and "ours: SynthCXR" in printed and "paper: CheXpert" in printed
     with pytest.raises(SystemExit, match="unknown task 'bogus'"):

@@ -1,26 +1,27 @@
-"""Feature-level probes: label-fraction sampling by patient and a logistic-regression head.
+"""Feature-level probes: label-fraction sampling by patient and the standard linear probe.
 
 These are the encoder-independent pieces of the "linear probe on frozen global image features with
 1 % / 10 % / 100 % labels" protocol: features are extracted once by an encoder (elsewhere), a
 fraction of the training patients is drawn with :func:`sample_label_fraction`, and
-:func:`fit_linear_probe` trains a multi-label logistic regression on the frozen features with
-early stopping on validation macro AUROC.
+:func:`fit_linear_probe` fits one L2-regularised logistic regression per label (scikit-learn,
+lbfgs) on the standardised frozen features, with the inverse regularisation strength C chosen per
+label on the validation split from a grid 1e-3..10 (CLIP's linear-probe protocol).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
+import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
-from localign.eval.metrics import _binary_auroc, as_numpy
+from localign.eval.metrics import as_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -89,27 +90,41 @@ def sample_label_fraction(
 # --------------------------------------------------------------------------------------------------
 # linear probe
 # --------------------------------------------------------------------------------------------------
-class LinearProbe(nn.Module):
-    """Logistic-regression head on standardised frozen features: p = σ(W·(x − μ)/s + b).
+#: C (inverse L2 strength) candidates: 1e-3 ... 10 in half-decade steps (9 values).
+DEFAULT_C_GRID: tuple[float, ...] = tuple(float(c) for c in np.logspace(-3, 1, 9))
 
-    μ and s are the per-feature mean and standard deviation of the training features (a constant
-    feature gets s = 1). Built and trained by :func:`fit_linear_probe`, which also fills
-    ``history`` (one dict per epoch: epoch, train_loss, val_macro_auroc), ``best_epoch`` and
-    ``best_val_auroc``.
+
+class LinearProbe:
+    """One logistic regression per label on standardised frozen features.
+
+    ``p_k(x) = σ(w_k · (x − μ)/s + b_k)``; μ and s are the per-feature mean and (population)
+    standard deviation of the training features (a constant feature gets s = 1). Built by
+    :func:`fit_linear_probe`, which fills:
+
+    :ivar coef: [K, D] weights on the standardised features
+    :ivar intercept: [K]
+    :ivar c_values: [K] the selected C of each label (NaN for a constant label, see below)
+    :ivar constant: [K] bool, True where the training labels had a single value (or none): that
+        label's probability is the training positive rate (0.5 without labels), whatever x
+    :ivar val_auroc: [K] validation AUROC at the selected C (NaN where undefined)
+    :ivar val_auroc_grid: [len(c_grid), K] validation AUROC of every candidate C (NaN where undefined)
+    :ivar c_grid: the candidate values, ascending
+    :ivar best_val_auroc: macro validation AUROC (mean of ``val_auroc`` over the labels where it is defined)
     """
 
-    def __init__(self, feature_mean: torch.Tensor, feature_std: torch.Tensor, n_classes: int) -> None:
-        super().__init__()
+    def __init__(self, feature_mean: np.ndarray, feature_std: np.ndarray, n_classes: int, c_grid: Sequence[float]) -> None:
+        feature_mean, feature_std = np.asarray(feature_mean, np.float64), np.asarray(feature_std, np.float64)
         if feature_mean.shape != feature_std.shape or feature_mean.ndim != 1:
             raise ValueError(f"feature_mean/std: expected equal [D] shapes, got {feature_mean.shape}, {feature_std.shape}")
-        self.register_buffer("feature_mean", feature_mean.float())
-        self.register_buffer("feature_std", feature_std.float())
-        self.linear = nn.Linear(feature_mean.shape[0], n_classes)
-        # zero initialisation: the problem is convex, and it keeps the fit independent of torch's global RNG
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
-        self.history: list[dict[str, float]] = []
-        self.best_epoch: int = -1
+        self.feature_mean, self.feature_std = feature_mean, feature_std
+        self.c_grid = tuple(float(c) for c in c_grid)
+        d = feature_mean.shape[0]
+        self.coef = np.zeros((n_classes, d))
+        self.intercept = np.zeros(n_classes)
+        self.c_values = np.full(n_classes, np.nan)
+        self.constant = np.zeros(n_classes, dtype=bool)
+        self.val_auroc = np.full(n_classes, np.nan)
+        self.val_auroc_grid = np.full((len(self.c_grid), n_classes), np.nan)
         self.best_val_auroc: float = float("nan")
 
     @property
@@ -118,45 +133,40 @@ class LinearProbe(nn.Module):
 
     @property
     def n_classes(self) -> int:
-        return int(self.linear.out_features)
+        return int(self.coef.shape[0])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """:param x: [B, D] raw features. :return: [B, C] logits."""
-        return self.linear((x - self.feature_mean) / self.feature_std)
+    def standardise(self, x: Any, name: str = "x") -> np.ndarray:
+        """:param x: [N, D] raw features (numpy or torch). :return: [N, D] float64 ``(x − μ)/s``."""
+        return (_features(x, name, self.in_dim) - self.feature_mean) / self.feature_std
 
-    @torch.no_grad()
-    def predict_proba(self, x: Any, batch_size: int = 8192) -> np.ndarray:
-        """Class probabilities σ(logits) for raw features.
+    def decision_function(self, x: Any) -> np.ndarray:
+        """:param x: [N, D] raw features. :return: [N, K] float64 logits."""
+        return self.standardise(x) @ self.coef.T + self.intercept
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        """Per-label probabilities σ(logits) for raw features.
 
         :param x: [N, D] features (numpy or torch).
-        :return: [N, C] float64 probabilities.
+        :return: [N, K] float64 probabilities.
         """
-        feats = _features(x, "x", self.in_dim)
-        device = self.feature_mean.device
-        was_training = self.training
-        self.eval()
-        out = [
-            torch.sigmoid(self(feats[i : i + batch_size].to(device))).double().cpu()
-            for i in range(0, feats.shape[0], batch_size)
-        ]
-        self.train(was_training)
-        if not out:
-            return np.zeros((0, self.n_classes), dtype=np.float64)
-        return torch.cat(out).numpy()
+        z = self.decision_function(x)
+        # σ written with exp of a non-positive argument only (no overflow for large |z|)
+        e = np.exp(-np.abs(z))
+        return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-def _features(x: Any, name: str, dim: int | None = None) -> torch.Tensor:
+def _features(x: Any, name: str, dim: int | None = None) -> np.ndarray:
     if isinstance(x, torch.Tensor):
-        t = x.detach().cpu().float()
+        a = x.detach().cpu().double().numpy()
     else:
-        t = torch.from_numpy(np.ascontiguousarray(as_numpy(x, name, dtype=np.float32)))
-    if t.ndim != 2:
-        raise ValueError(f"{name}: expected [N, D] features, got shape {tuple(t.shape)}")
-    if dim is not None and t.shape[1] != dim:
-        raise ValueError(f"{name}: feature dimension {t.shape[1]} differs from the probe's D={dim}")
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{name}: {int((~torch.isfinite(t)).sum())} non-finite feature value(s)")
-    return t
+        a = np.asarray(as_numpy(x, name, dtype=np.float64), dtype=np.float64)
+    if a.ndim != 2:
+        raise ValueError(f"{name}: expected [N, D] features, got shape {tuple(a.shape)}")
+    if dim is not None and a.shape[1] != dim:
+        raise ValueError(f"{name}: feature dimension {a.shape[1]} differs from the probe's D={dim}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name}: {int((~np.isfinite(a)).sum())} non-finite feature value(s)")
+    return a
 
 
 def _labels(y: Any, name: str, n: int) -> np.ndarray:
@@ -171,14 +181,6 @@ def _labels(y: Any, name: str, n: int) -> np.ndarray:
     return a
 
 
-def _macro_auroc(y: np.ndarray, p: np.ndarray, classes: list[int]) -> float:
-    aucs = []
-    for c in classes:
-        m = ~np.isnan(y[:, c])
-        aucs.append(_binary_auroc(y[m, c], p[m, c]))
-    return float(np.mean(aucs))
-
-
 def _defined_classes(y: np.ndarray) -> list[int]:
     out = []
     for c in range(y.shape[1]):
@@ -188,61 +190,72 @@ def _defined_classes(y: np.ndarray) -> list[int]:
     return out
 
 
+def check_c_grid(c_grid: Sequence[float]) -> tuple[float, ...]:
+    values = tuple(c_grid)
+    if not values or any(isinstance(c, bool) or not isinstance(c, (int, float, np.floating)) or not math.isfinite(c) or c <= 0
+                         for c in values):
+        raise ValueError(f"c_grid: expected positive finite numbers, got {values!r}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"c_grid: duplicate values in {values!r}")
+    return tuple(sorted(float(c) for c in values))
+
+
 def fit_linear_probe(
     train_x: Any,
     train_y: Any,
     val_x: Any,
     val_y: Any,
     *,
-    lr: float = 1e-3,
-    weight_decay: float = 1e-4,
-    epochs: int = 100,
-    batch_size: int = 256,
-    patience: int = 10,
+    c_grid: Sequence[float] = DEFAULT_C_GRID,
+    max_iter: int = 500,
+    tol: float = 1e-4,
     seed: int = 0,
-    device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> LinearProbe:
-    """Train a multi-label logistic-regression probe on frozen features with early stopping.
+    """The standard linear probe: an L2 logistic regression per label, C chosen on validation.
 
-    Definition: features are standardised with the training mean and standard deviation; one linear
-    layer (zero-initialised) gives C logits, trained with AdamW (``lr``, decoupled
-    ``weight_decay``) on mini-batches of ``batch_size`` rows in an order drawn from a
-    ``torch.Generator`` seeded with ``seed``, minimising the masked binary cross-entropy: the mean
-    of BCE-with-logits over the (row, class) entries whose label is 0 or 1 (NaN = unlabelled
-    contributes nothing; a batch with no labelled entry takes no step). After every epoch the macro
-    AUROC on the validation set (the mean over classes whose validation labels contain both values;
-    the others are named in a warning once) is computed; training stops after ``patience`` epochs
-    without a strict improvement or after ``epochs`` epochs, and the returned probe holds the
-    weights of the best epoch (the earliest on ties). Deterministic given the seed and inputs on one
-    device.
+    Definition: the features are standardised with the per-feature mean and population standard
+    deviation of ``train_x`` (constant features left unscaled). For each label k independently, on
+    the training rows whose label k is 0 or 1 (NaN = unlabelled or uncertain: left out of that
+    label's fit), scikit-learn's ``LogisticRegression`` (L2 penalty ``½‖w‖² + C·Σ log-loss``,
+    unpenalised intercept, lbfgs, ``max_iter``, ``tol``) is fitted for every C of ``c_grid``
+    (ascending, each fit warm-started from the previous C's solution; the problem is strictly convex
+    so the start changes the result only within ``tol``), and the C with the highest validation
+    AUROC of label k (rows with a 0/1 label k) is kept, the smallest C on ties. Labels whose
+    validation AUROC is undefined (one label value) take the C with the highest mean validation
+    AUROC over the other labels (named in a warning). A label with a single training value (or
+    none) gets a constant probability, its training positive rate (0.5 without labels), also named
+    in a warning. The probe is fitted on the training rows only (the validation split only selects
+    C), so a label fraction limits every label the probe sees. Deterministic: the same inputs give
+    the same probe (lbfgs has no randomness; ``seed`` is passed as ``random_state`` for solvers
+    that would use it).
 
     :param train_x: [N, D] frozen training features.
-    :param train_y: [N, C] labels in {0, 1, NaN} ([N] is read as C = 1).
+    :param train_y: [N, K] labels in {0, 1, NaN} ([N] is read as K = 1).
     :param val_x: [M, D] validation features.
-    :param val_y: [M, C] validation labels in {0, 1, NaN}.
-    :param lr: AdamW learning rate.
-    :param weight_decay: AdamW decoupled weight decay.
-    :param epochs: maximum number of epochs.
-    :param batch_size: rows per step.
-    :param patience: epochs without improvement before stopping.
-    :param seed: seed of the batch order.
-    :param device: torch device for training.
-    :param progress: show a tqdm bar over epochs.
-    :return: the fitted :class:`LinearProbe` (on ``device``, in eval mode).
+    :param val_y: [M, K] validation labels in {0, 1, NaN}.
+    :param c_grid: candidate C values (inverse regularisation strength), default 1e-3..10 in
+        half-decade steps (:data:`DEFAULT_C_GRID`).
+    :param max_iter: lbfgs iteration limit per fit.
+    :param tol: lbfgs tolerance.
+    :param seed: ``random_state`` of the solver (no effect with lbfgs).
+    :param progress: show a tqdm bar over labels.
+    :return: the fitted :class:`LinearProbe`.
     """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
     x_tr = _features(train_x, "train_x")
     x_va = _features(val_x, "val_x", x_tr.shape[1])
     y_tr = _labels(train_y, "train_y", x_tr.shape[0])
     y_va = _labels(val_y, "val_y", x_va.shape[0])
     if y_va.shape[1] != y_tr.shape[1]:
         raise ValueError(f"val_y: {y_va.shape[1]} classes, train_y has {y_tr.shape[1]}")
+    grid = check_c_grid(c_grid)
     for name, value, ok in (
-        ("lr", lr, isinstance(lr, (int, float)) and lr > 0),
-        ("weight_decay", weight_decay, isinstance(weight_decay, (int, float)) and weight_decay >= 0),
-        ("epochs", epochs, isinstance(epochs, int) and epochs >= 1),
-        ("batch_size", batch_size, isinstance(batch_size, int) and batch_size >= 1),
-        ("patience", patience, isinstance(patience, int) and patience >= 1),
+        ("max_iter", max_iter, isinstance(max_iter, int) and not isinstance(max_iter, bool) and max_iter >= 1),
+        ("tol", tol, isinstance(tol, (int, float)) and not isinstance(tol, bool) and tol > 0),
         ("seed", seed, isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)),
     ):
         if not ok:
@@ -250,79 +263,72 @@ def fit_linear_probe(
     n_classes = y_tr.shape[1]
     val_classes = _defined_classes(y_va)
     if not val_classes:
-        raise ValueError(
-            "val_y: no class has both label values in the validation set; early stopping on AUROC is impossible"
-        )
-    if len(val_classes) < n_classes:
+        raise ValueError("val_y: no class has both label values in the validation set; C cannot be selected on AUROC")
+    undefined_val = sorted(set(range(n_classes)) - set(val_classes))
+    if undefined_val:
         logger.warning(
             "fit_linear_probe: validation AUROC undefined for class indices %s (single label value); "
-            "early stopping uses the other %d classes",
-            sorted(set(range(n_classes)) - set(val_classes)),
+            "they take the C that is best on average over the other %d classes",
+            undefined_val,
             len(val_classes),
         )
-    unlabelled_train = [c for c in range(n_classes) if np.all(np.isnan(y_tr[:, c]))]
-    if unlabelled_train:
+    train_classes = _defined_classes(y_tr)
+    constant = sorted(set(range(n_classes)) - set(train_classes))
+    if constant:
         logger.warning(
-            "fit_linear_probe: class indices %s have no training labels; their head stays at p = 0.5", unlabelled_train
+            "fit_linear_probe: class indices %s have a single training label value (or none); "
+            "their probability is the training positive rate",
+            constant,
         )
 
-    mean = x_tr.double().mean(dim=0)
-    std = x_tr.double().std(dim=0, unbiased=False)
+    mean = x_tr.mean(axis=0)
+    std = x_tr.std(axis=0)
     n_constant = int((std == 0).sum())
     if n_constant:
         logger.info("fit_linear_probe: %d constant feature(s) in train_x (std 0), left unscaled", n_constant)
-    std = torch.where(std == 0, torch.ones_like(std), std)
+    std = np.where(std == 0, 1.0, std)
+    probe = LinearProbe(mean, std, n_classes, grid)
+    z_tr, z_va = (x_tr - mean) / std, (x_va - mean) / std
 
-    dev = torch.device(device)
-    probe = LinearProbe(mean, std, n_classes).to(dev)
-    optimiser = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=weight_decay)
-    targets = torch.from_numpy(np.nan_to_num(y_tr, nan=0.0)).float()
-    label_mask = torch.from_numpy(~np.isnan(y_tr)).float()
-    generator = torch.Generator().manual_seed(int(seed))
-    loss_fn = nn.BCEWithLogitsLoss(reduction="none")
+    fits: dict[int, list[tuple[np.ndarray, float]]] = {}
+    not_converged = 0
+    for k in tqdm(range(n_classes), desc="linear probe", disable=not progress, leave=False):
+        labelled = ~np.isnan(y_tr[:, k])
+        if k in constant:
+            probe.constant[k] = True
+            rate = float(y_tr[labelled, k].mean()) if labelled.any() else 0.5
+            rate = min(max(rate, 1e-6), 1 - 1e-6)  # finite logits; a constant's AUROC is 0.5 either way
+            probe.intercept[k] = math.log(rate / (1 - rate))
+            continue
+        model = LogisticRegression(solver="lbfgs", max_iter=max_iter, tol=tol, warm_start=True, random_state=int(seed))
+        val_rows = ~np.isnan(y_va[:, k])
+        fits[k] = []
+        for g, c in enumerate(grid):
+            model.set_params(C=c)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ConvergenceWarning)
+                model.fit(z_tr[labelled], y_tr[labelled, k].astype(int))
+            not_converged += sum(issubclass(w.category, ConvergenceWarning) for w in caught)
+            fits[k].append((model.coef_[0].copy(), float(model.intercept_[0])))
+            if k in val_classes:
+                score = z_va[val_rows] @ model.coef_[0] + model.intercept_[0]
+                probe.val_auroc_grid[g, k] = float(roc_auc_score(y_va[val_rows, k], score))
+    if not_converged:
+        logger.info("fit_linear_probe: %d of %d fits stopped at max_iter=%d before tol", not_converged,
+                    len(grid) * len(fits), max_iter)
 
-    best_state: dict[str, torch.Tensor] | None = None
-    best_auroc, best_epoch, since_best = -math.inf, -1, 0
-    skipped_batches = 0
-    bar = tqdm(range(epochs), desc="linear probe", disable=not progress, leave=False)
-    for epoch in bar:
-        probe.train()
-        order = torch.randperm(x_tr.shape[0], generator=generator)
-        total, n_entries = 0.0, 0.0
-        for start in range(0, x_tr.shape[0], batch_size):
-            idx = order[start : start + batch_size]
-            m = label_mask[idx].to(dev)
-            n_lab = float(m.sum())
-            if n_lab == 0:
-                skipped_batches += 1
-                continue
-            logits = probe(x_tr[idx].to(dev))
-            loss = (loss_fn(logits, targets[idx].to(dev)) * m).sum() / n_lab
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            total += float(loss.detach()) * n_lab
-            n_entries += n_lab
-        val_auroc = _macro_auroc(y_va, probe.predict_proba(x_va), val_classes)
-        probe.history.append(
-            {"epoch": epoch, "train_loss": total / n_entries if n_entries else float("nan"), "val_macro_auroc": val_auroc}
-        )
-        bar.set_postfix(val_auroc=f"{val_auroc:.4f}")
-        if val_auroc > best_auroc:
-            best_auroc, best_epoch, since_best = val_auroc, epoch, 0
-            best_state = copy.deepcopy(probe.state_dict())
-        else:
-            since_best += 1
-            if since_best >= patience:
-                logger.info("fit_linear_probe: early stop after epoch %d (best epoch %d)", epoch, best_epoch)
-                break
-    bar.close()
-    if skipped_batches:
-        logger.info("fit_linear_probe: %d batches had no labelled entry and took no step", skipped_batches)
-    assert best_state is not None  # at least one epoch ran
-    probe.load_state_dict(best_state)
-    probe.best_epoch = best_epoch
-    probe.best_val_auroc = best_auroc
-    probe.eval()
-    logger.info("fit_linear_probe: best val macro AUROC %.4f at epoch %d", best_auroc, best_epoch)
+    fitted_val = [k for k in val_classes if k in fits]
+    # the fallback for labels without a validation AUROC: the C best on average over the others
+    fallback = int(np.argmax(np.nanmean(probe.val_auroc_grid[:, fitted_val], axis=1))) if fitted_val else 0
+    for k, path in fits.items():
+        # np.argmax returns the first maximum: the smallest C on ties
+        g = int(np.argmax(probe.val_auroc_grid[:, k])) if k in val_classes else fallback
+        probe.coef[k], probe.intercept[k] = path[g]
+        probe.c_values[k] = grid[g]
+        probe.val_auroc[k] = probe.val_auroc_grid[g, k]
+    if constant:
+        # a constant score has AUROC 0.5 wherever both labels occur
+        probe.val_auroc[[k for k in constant if k in val_classes]] = 0.5
+    probe.best_val_auroc = float(np.mean(probe.val_auroc[val_classes]))
+    logger.info("fit_linear_probe: val macro AUROC %.4f, C per class %s", probe.best_val_auroc, probe.c_values.tolist())
     return probe

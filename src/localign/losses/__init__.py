@@ -25,7 +25,7 @@ from localign.losses.contrastive import (
     info_nce,
     symmetric_cross_entropy,
 )
-from localign.losses.gloria import gloria_global_loss, gloria_local_loss, gloria_local_scores
+from localign.losses.gloria import gloria_global_loss, gloria_inference_local_scores, gloria_local_loss, gloria_local_scores
 from localign.losses.limitr import limitr_external_loss, limitr_global_loss, limitr_internal_loss
 from localign.losses.lovt import lovt_local_loss, lovt_positive_weights
 from localign.losses.mi import (
@@ -45,6 +45,7 @@ __all__ = [
     "double_softmax_weights",
     "global_mi_objective",
     "gloria_global_loss",
+    "gloria_inference_local_scores",
     "gloria_local_loss",
     "gloria_local_scores",
     "info_nce",

@@ -13,8 +13,9 @@ code by default because the published numbers come from it; ``paper_scaling=True
 paper's form.
 
 Which words: GLoRIA's training code uses the first ``cap_len = #words + 1`` columns, i.e. [CLS]
-and the words, excluding [SEP] and pads; pass that set as ``word_mask``. (GLoRIA's *inference*
-similarity differs: words only, max instead of sum, no ×10; spec §4.4.)
+and the words, excluding [SEP] and pads; pass that set as ``word_mask``. GLoRIA's *inference*
+similarity differs (:func:`gloria_inference_local_scores`; spec §4.4): words only ([CLS] out of
+the attention too), max instead of sum, no ×10.
 """
 
 from __future__ import annotations
@@ -117,6 +118,57 @@ def gloria_local_scores(
     if used_length < full_length:
         attn = torch.nn.functional.pad(attn, (0, 0, 0, full_length - used_length))
     return scores.transpose(0, 1), attn
+
+
+def gloria_inference_local_scores(
+    words: Tensor,
+    word_mask: Tensor,
+    regions: Tensor,
+    temp1: float = 4.0,
+    temp2: float = 5.0,
+) -> Tensor:
+    """GLoRIA's inference (retrieval / zero-shot) local score for every (image, caption) pair.
+
+    As ``get_local_similarities`` in GLoRIA's code: caption i is sliced to its word tokens
+    (columns 1..n, i.e. **without [CLS]**, [SEP] and pads) *before* attending, so only those words
+    enter the double softmax's first normalisation (over the words); then
+    ``Z_inf(j, i) = log max_t exp(temp2 · cos(w_t, c_t)) = temp2 · max_t cos(w_t, c_t)`` (max, not
+    the training loss's sum, and no ×temp3). The mask therefore matters twice: it removes the
+    excluded positions from the first softmax and from the max.
+
+    :param words: [B_txt, T, D] word features of the captions
+    :param word_mask: [B_txt, T] bool, True for the caption's words (GLoRIA: [CLS] False); every
+        caption needs at least one
+    :param regions: [B_img, R, D] region features
+    :param temp1: λ of the double-softmax attention (4)
+    :param temp2: word-score sharpness γ₂ (5)
+    :return: [B_img, B_txt] with entry [j, i] the score of image j and caption i
+    """
+    check_rank("words", words, 3, "[B_txt, T, D]")
+    check_rank("regions", regions, 3, "[B_img, R, D]")
+    if words.shape[-1] != regions.shape[-1]:
+        raise ValueError(
+            f"words [B_txt, T, D] and regions [B_img, R, D] need the same D, "
+            f"got {tuple(words.shape)} and {tuple(regions.shape)}"
+        )
+    check_bool_mask("word_mask", word_mask, tuple(words.shape[:2]))
+    check_positive("temp1", temp1)
+    check_positive("temp2", temp2)
+    num_words = word_mask.sum(dim=1)
+    if not bool((num_words > 0).all()):
+        empty = (num_words == 0).nonzero().flatten().tolist()
+        raise ValueError(f"every caption needs at least one word in word_mask; none for captions {empty}")
+    used_length = int(word_mask.any(dim=0).nonzero().max()) + 1  # drop all-padding trailing columns
+    words, word_mask = words[:, :used_length], word_mask[:, :used_length]
+    words = torch.where(word_mask[..., None], words, torch.zeros((), dtype=words.dtype, device=words.device))
+    dots = torch.einsum("itd,jrd->ijtr", words, regions)  # [B_txt, B_img, T, R]
+    attn = double_softmax_weights(dots, temp1, query_mask=word_mask[:, None, :])
+    context = torch.einsum("ijtr,jrd->ijtd", attn, regions)  # [B_txt, B_img, T, D]
+    # GLoRIA's cosine: w·c / max(|w||c|, 1e-8)
+    norms = words.norm(dim=-1)[:, None, :] * context.norm(dim=-1)
+    cosine = (words[:, None] * context).sum(-1) / norms.clamp_min(COSINE_EPS)
+    scores = (temp2 * cosine).masked_fill(~word_mask[:, None, :], float("-inf")).amax(dim=-1)  # [B_txt, B_img]
+    return scores.transpose(0, 1)
 
 
 def gloria_local_loss(

@@ -147,7 +147,9 @@ class LimitrLossConfig:
     global_weight: float = 1.0
     positional_encoding: bool = True  # paper's "consistent visual structure"; released config: off
     sa_dropout: float = 0.4
-    bug_compatible_internal_mask: bool = False  # the released code's misaligned pad mask (spec §3.3)
+    # The released internal loss (spec §3.3): its misaligned pad mask, its 97-slot token layout with
+    # [SEP] kept (Limitr.released_word_layout) and regions without the positional encoding.
+    bug_compatible_internal_mask: bool = False
     # Memory, not maths: score the B x B pairs in chunks of this many images with activation
     # checkpointing (recomputed in backward). None = all at once; at paper size (B=48, 19x19 regions,
     # D=768) that holds ~2.5 GB per [B, B, R, D] tensor and does not fit in 24 GB.

@@ -161,6 +161,21 @@ class TextEncoder(nn.Module):
         ids[:, 0] = torch.where(attention_mask[:, 0] > 0, 0, -1)  # [CLS] is word 0
         return ids
 
+    def released_slot_ids(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """``[B, T]`` slot of each token in the GLoRIA/LIMITR released code's merged token layout.
+
+        That code (``aggregate_tokens``) walks the tokens up to ``[SEP]``: every piece that does not
+        start with ``##`` opens a slot, a ``##`` piece is summed into the open one, ``[SEP]`` gets its
+        own slot, and zero rows pad the result back to the input length. So slot 0 is ``[CLS]``, then
+        the words, then ``[SEP]``; pads get -1. Unlike :meth:`word_ids`, ``[SEP]`` (and any other
+        special token such as ``[UNK]``) keeps a slot: LIMITR's internal loss runs on this layout.
+        """
+        valid = attention_mask > 0
+        continuation = self.is_continuation[input_ids.clamp(0, self.is_continuation.numel() - 1)]
+        starts = (valid & ~continuation).long()
+        slots = starts.cumsum(dim=1) - 1  # a ## piece stays in the slot its word opened
+        return torch.where(valid, slots.clamp_min(0), torch.full_like(slots, -1))
+
 
 # --------------------------------------------------------------------------------------------------
 # Pooling functions (pure)

@@ -9,12 +9,13 @@ severity grades 0-3). Three protocols use them (the re-training in two modes):
   every train, validate and test image are extracted once. For each label fraction f and seed s a
   subset of the training images is drawn **by patient** with
   :func:`~localign.eval.probe.sample_label_fraction` (nested 1 % ⊂ 10 % ⊂ 100 % for one seed;
-  f = 1 uses every training image), and a multi-label logistic regression
-  (:func:`~localign.eval.probe.fit_linear_probe`: standardised features, AdamW, masked BCE, early
-  stopping on the validation macro AUROC with the full validation split) is fitted on it. The
-  result is the per-class AUROC on the test split and their unweighted mean ("macro";
+  f = 1 uses every training image), and the standard linear probe is fitted on it
+  (:func:`~localign.eval.probe.fit_linear_probe`: features standardised on the drawn training
+  images, one L2-regularised scikit-learn ``LogisticRegression`` per label (lbfgs) on its labelled
+  rows, C chosen per label on the full validation split's AUROC from 1e-3..10, CLIP's protocol).
+  The result is the per-class AUROC on the test split and their unweighted mean ("macro";
   :func:`~localign.eval.metrics.auroc_per_class`), plus the number of training images and patients
-  the draw gave. LIMITR reports this on CheXpert/RSNA with a ResNet-50; here it runs on the
+  the draw gave, the validation macro AUROC and the mean log10 of the selected C. LIMITR reports this on CheXpert/RSNA with a ResNet-50; here it runs on the
   dataset the encoder was pretrained on.
 * :func:`classifier_protocol` with ``task="pathology9"`` — **local MI's classifier re-training,
   Pathology9.** Definition: the image encoder followed by one linear layer on its pooled last stage
@@ -64,7 +65,7 @@ from localign.data import layout
 from localign.data.manifest import PreparedDataset
 from localign.data.sources import find_table, read_chexpert_labels
 from localign.eval.metrics import auroc_per_class, edema_ordinal_aucs
-from localign.eval.probe import fit_linear_probe
+from localign.eval.probe import DEFAULT_C_GRID, check_c_grid, fit_linear_probe
 from localign.eval.protocols.common import (
     ProtocolResult,
     TaskUnavailable,
@@ -192,19 +193,23 @@ def exclude_test_patients(splits: dict[str, pd.DataFrame], subjects: set[int], w
 # --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ProbeConfig:
-    """Hyper-parameters of the logistic-regression probe (:func:`~localign.eval.probe.fit_linear_probe`)."""
+    """The standard linear probe's settings (:func:`~localign.eval.probe.fit_linear_probe`).
 
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    epochs: int = 100
-    batch_size: int = 256
-    patience: int = 10
+    ``c_grid``: candidate C (inverse L2 strength), chosen per label on the validation AUROC
+    (default 1e-3..10 in half-decade steps); ``max_iter`` / ``tol``: lbfgs limits per fit.
+    """
+
+    c_grid: tuple[float, ...] = DEFAULT_C_GRID
+    max_iter: int = 500
+    tol: float = 1e-4
 
     def __post_init__(self) -> None:
-        check_positive("ProbeConfig.lr", self.lr)
-        check_positive("ProbeConfig.weight_decay", self.weight_decay, allow_zero=True)
-        for name in ("epochs", "batch_size", "patience"):
-            check_positive(f"ProbeConfig.{name}", getattr(self, name), integer=True)
+        try:
+            object.__setattr__(self, "c_grid", check_c_grid(self.c_grid))
+        except ValueError as error:
+            raise ValueError(f"ProbeConfig.{error}") from None
+        check_positive("ProbeConfig.max_iter", self.max_iter, integer=True)
+        check_positive("ProbeConfig.tol", self.tol)
 
 
 def linear_probe_protocol(
@@ -226,7 +231,8 @@ def linear_probe_protocol(
     :param table: :func:`pathology_table` rows (``split``, ``path``, ``subject_id``, label columns).
     :param class_names: the label columns to probe.
     :return: one result per (fraction, seed): per-class test AUROC, ``macro``, ``n_train``
-        (images), ``n_train_patients``, ``best_epoch`` and ``val_macro``.
+        (images), ``n_train_patients``, ``log10_c`` (mean over labels of log10 of the selected C)
+        and ``val_macro`` (validation macro AUROC at the selected C).
     """
     names = list(class_names)
     stores = stores or StoreCache(progress=progress)
@@ -243,13 +249,13 @@ def linear_probe_protocol(
             subset = fraction_subset(splits["train"].assign(_row=np.arange(len(splits["train"]))), fraction, seed, "subject_id")
             rows = subset["_row"].to_numpy(copy=True)
             probe = fit_linear_probe(feats["train"][rows], y["train"][rows], feats["validate"], y["validate"],
-                                     lr=config.lr, weight_decay=config.weight_decay, epochs=config.epochs,
-                                     batch_size=config.batch_size, patience=config.patience, seed=int(seed),
-                                     device=device, progress=False)
+                                     c_grid=config.c_grid, max_iter=config.max_iter, tol=config.tol, seed=int(seed),
+                                     progress=False)
             with _quiet_metrics():
                 metrics = auroc_per_class(y["test"], probe.predict_proba(feats["test"]), names)
             metrics.update(n_train=float(len(rows)), n_train_patients=float(subset["subject_id"].nunique()),
-                           best_epoch=float(probe.best_epoch), val_macro=float(probe.best_val_auroc))
+                           log10_c=float(np.nanmean(np.log10(probe.c_values))) if not probe.constant.all() else math.nan,
+                           val_macro=float(probe.best_val_auroc))
             results.append(ProtocolResult(float(fraction), int(seed), metrics))
             log.info("probe f=%.3g seed=%d: macro AUROC %.4f on %d train images", fraction, seed, metrics["macro"], len(rows))
     return results

@@ -6,7 +6,9 @@ last 4 BERT layers, word pieces merged into words, the word set [CLS] + words; r
 mean of the token states. Training captions are one random sentence of the report.
 
 Retrieval uses GLoRIA's inference similarity (spec §4.4): local = 5 · max over words (without
-[CLS]) of cos(w_t, c_t), global = cosine, combined (local + global) / 2.
+[CLS]) of cos(w_t, c_t), the attention computed with those words only, global = cosine, combined
+(local + global) / 2. Grounding maps (``region_text_similarity``) are the cosine of each region
+with the report vector: no attention, so no word set enters them.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from torch import Tensor, nn
 
 from localign.data.text import TextBatch
 from localign.distributed import gather_with_grad, pad_to_global_max
-from localign.losses import double_softmax_attention, gloria_global_loss, gloria_local_loss
+from localign.losses import gloria_global_loss, gloria_inference_local_scores, gloria_local_loss
 from localign.models.config import GloriaLossConfig, MethodConfig
 from localign.models.image import ImageFeatures
 from localign.models.methods.base import PretrainModel, PretrainOutput, chunked_pairwise
-from localign.models.text import masked_mean, merge_word_pieces
+from localign.models.text import TokenStates, masked_mean, merge_word_pieces
 
 
 class WordRegionModel(PretrainModel):
@@ -40,7 +42,10 @@ class WordRegionModel(PretrainModel):
         return self.embed_features(self.image_encoder(images))
 
     def encode_reports(self, text: TextBatch) -> dict[str, Tensor]:
-        states = self.token_states(text)
+        return self.report_features(self.token_states(text), text)
+
+    def report_features(self, states: TokenStates, text: TextBatch) -> dict[str, Tensor]:
+        """Word set ([CLS] + words), its mask and the report vector from the token states."""
         word_ids = self.text_encoder.word_ids(text.input_ids, text.attention_mask)
         words, word_mask = merge_word_pieces(states.tokens, word_ids)
         # Report vector: mean of the token states over [CLS] ... [SEP] (the code divides by the padded
@@ -76,19 +81,19 @@ class Gloria(WordRegionModel):
         return PretrainOutput(loss=loss, terms={"local": local.detach(), "global": glob.detach()})
 
     def similarity(self, image_emb: dict[str, Tensor], report_emb: dict[str, Tensor], chunk: int = 16) -> Tensor:
+        """GLoRIA's inference similarity ``(Z_inf + G) / 2`` ``[N_img, N_txt]`` (spec §4.4).
+
+        ``Z_inf`` attends with the caption's word tokens only: [CLS] (word slot 0) and the padded
+        slots are left out of the attention's first softmax as well as the max, as GLoRIA's
+        ``get_local_similarities`` slices each caption to its words before attending.
+        """
         cfg: GloriaLossConfig = self.config.loss
         regions, words = image_emb["regions"], report_emb["words"]
-        mask = report_emb["word_mask"].clone()
-        mask[:, 0] = False  # inference skips [CLS]
+        words_only = report_emb["word_mask"].clone()
+        words_only[:, 0] = False  # slot 0 is [CLS]
 
         def block(i: slice, j: slice) -> Tensor:
-            # words of captions j attend over regions of images i: [bj, bi, T, D]
-            w = words[j][:, None]
-            r = regions[i][None]
-            ctx, _ = double_softmax_attention(w.expand(-1, r.shape[1], -1, -1), r.expand(w.shape[0], -1, -1, -1), lam=cfg.temp1)
-            cos = F.cosine_similarity(w, ctx, dim=-1)  # [bj, bi, T]
-            local = cfg.temp2 * cos.masked_fill(~mask[j][:, None, :], float("-inf")).amax(-1)
-            return local.T  # [bi, bj]
+            return gloria_inference_local_scores(words[j], words_only[j], regions[i], temp1=cfg.temp1, temp2=cfg.temp2)
 
         local = chunked_pairwise(block, len(regions), len(words), chunk)
         glob = F.normalize(image_emb["global"], dim=-1) @ F.normalize(report_emb["global"], dim=-1).T

@@ -30,6 +30,7 @@ from localign.models.image import ImageFeatures
 from localign.models.heads import SelfAttentionAggregator, limitr_alignment, sincos_positional_encoding_2d
 from localign.models.methods.base import PretrainOutput, chunked_pairwise
 from localign.models.methods.gloria import WordRegionModel
+from localign.models.text import TokenStates, merge_word_pieces
 
 
 class Limitr(WordRegionModel):
@@ -89,13 +90,32 @@ class Limitr(WordRegionModel):
         s_img, _ = self.aggregate(a_img)
         return torch.sigmoid(self.score_caption(s_cap)).squeeze(-1), torch.sigmoid(self.score_image(s_img)).squeeze(-1)
 
+    def released_word_layout(self, states: TokenStates, text: TextBatch) -> dict[str, Tensor]:
+        """The released code's word set for its internal loss (bug-compatible mode).
+
+        ``words`` ``[B, T, D]`` over **all** T input positions: [CLS], the merged words, [SEP], then
+        zero rows up to T (97 with the presets' fixed-length padding, as ``word_num: 97``);
+        ``word_mask`` ``[B, T]`` True on the non-[PAD] slots ([CLS], words, [SEP]), which are where
+        the code's uniform weights π live. (:meth:`report_features` gives [CLS] + words only,
+        padded to the batch's longest caption: the set of the external loss and retrieval.)
+        """
+        slots = self.text_encoder.released_slot_ids(text.input_ids, text.attention_mask)
+        words, filled = merge_word_pieces(states.tokens, slots, n_words=text.input_ids.shape[1])
+        return {"words": words, "word_mask": filled}
+
     def internal_terms(self, img: dict[str, Tensor], rep: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Within-sample attention contexts and weights for the internal loss (spec §3.3)."""
+        """Within-sample attention contexts and weights for the internal loss (spec §3.3).
+
+        ``rep`` is the word set the loss runs on: :meth:`released_word_layout` in bug-compatible
+        mode, the [CLS] + words set otherwise.
+        """
         cfg: LimitrLossConfig = self.config.loss
-        keys, regions = img["keys"], img["regions"]
+        bug = cfg.bug_compatible_internal_mask
+        # The released code passes its internal loss the region embeddings without the positional
+        # encoding (the encoding is added inside its pair scoring only); bug-compatible mode does too.
+        keys, regions = (img["regions"] if bug else img["keys"]), img["regions"]
         words, word_mask = rep["words"], rep["word_mask"]
         b, r = regions.shape[:2]
-        bug = cfg.bug_compatible_internal_mask
         # ĉ_t: each word over its own image's regions (the code attends with every position, pads included).
         context_words, _ = double_softmax_attention(words, keys, lam=cfg.lam, query_mask=None if bug else word_mask)
         # ĥ_r: each region over its own report's words, pads masked in the softmax over words.
@@ -117,7 +137,8 @@ class Limitr(WordRegionModel):
 
     def forward(self, images: Tensor, text: TextBatch, study_ids: Tensor | None = None) -> PretrainOutput:
         cfg: LimitrLossConfig = self.config.loss
-        img, rep = self.encode_images(images), self.encode_reports(text)
+        states = self.token_states(text)
+        img, rep = self.encode_images(images), self.report_features(states, text)
         terms: dict[str, Tensor] = {}
         total = images.new_zeros(())
         if cfg.global_weight > 0:
@@ -132,10 +153,13 @@ class Limitr(WordRegionModel):
             terms["external"] = ext.detach()
             total = total + cfg.external_weight * ext
         if cfg.internal_weight > 0:
-            t = self.internal_terms(img, rep)  # within-sample: no gathering
-            internal = limitr_internal_loss(rep["words"], t["context_words"], t["word_weights"], img["regions"],
+            bug = cfg.bug_compatible_internal_mask
+            own = self.released_word_layout(states, text) if bug else rep
+            t = self.internal_terms(img, own)  # within-sample: no gathering
+            # Bug-compatible: every position of the released layout is a candidate (pads included).
+            internal = limitr_internal_loss(own["words"], t["context_words"], t["word_weights"], img["regions"],
                                             t["context_regions"], t["region_weights"], temperature=cfg.temperature,
-                                            word_mask=None if cfg.bug_compatible_internal_mask else rep["word_mask"])
+                                            word_mask=None if bug else own["word_mask"])
             terms["internal"] = internal.detach()
             total = total + cfg.internal_weight * internal
         return PretrainOutput(loss=total, terms=terms)
