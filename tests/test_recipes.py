@@ -1,0 +1,98 @@
+"""Named training recipes: what ``demo`` and ``paper`` resolve to, and that the CLI, notebook 03
+and the README all read the same recipe."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from localign.train.config import AUGMENTATIONS, TrainConfig, make_train_config, resolve_method
+from localign.train.recipes import RECIPES, get_recipe, recipe_differences
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_paper_recipe_is_the_presets_own_training():
+    cfg = make_train_config(method="lovt", out="runs/x")
+    assert cfg == TrainConfig(method="lovt", out="runs/x", augment=AUGMENTATIONS["convirt"], overrides={}, recipe="paper")
+    m = resolve_method(cfg)
+    assert (m.image.arch, m.image.weights, m.optim.lr, m.optim.accumulate, m.text.freeze) == ("resnet50", "imagenet", 1e-4, 16, False)
+
+
+@pytest.mark.parametrize("method", ["convirt", "clip", "gloria", "lovt", "limitr", "local_mi_cpc"])
+def test_the_demo_recipe_locks_the_text_tower_on_identical_small_encoders(method):
+    cfg = make_train_config(method=method, recipe="demo", out="runs/x")
+    m = resolve_method(cfg)
+    assert cfg.recipe == "demo" and cfg.deterministic is True and cfg.augment == AUGMENTATIONS["none"]
+    assert (m.image.arch, m.image.input_size, m.image.weights, m.text.model, m.text.freeze) == ("resnet18", 128, None, "minilm", True)
+    assert m.text_input.sentence_shuffling is None  # shuffled reports would miss the cache
+    assert m.optim.schedule == "linear_warmup" and m.optim.accumulate == 1
+    train, _ = get_recipe("demo").for_method(method)
+    assert m.optim.lr == train["lr"] and m.optim.batch_size == train["batch_size"] and m.optim.max_epochs == train["epochs"]
+
+
+def test_explicit_arguments_override_the_recipe():
+    cfg = make_train_config(method="convirt", recipe="demo", out="runs/x", lr=1e-3, epochs=2, augment="convirt",
+                            deterministic=False, overrides={"text.freeze": False})
+    m = resolve_method(cfg)
+    assert (m.optim.lr, m.optim.max_epochs, cfg.deterministic, m.text.freeze) == (1e-3, 2, False, False)
+    assert cfg.augment == AUGMENTATIONS["convirt"]
+    # None means "the recipe's value"
+    assert resolve_method(make_train_config(method="convirt", recipe="demo", lr=None)).optim.lr == get_recipe("demo").train["lr"]
+
+
+def test_unknown_recipe_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"unknown recipe 'fast'.*demo.*paper"):
+        make_train_config(method="lovt", recipe="fast")
+
+
+def test_recipe_differences_are_what_the_runs_resolve():
+    diff = recipe_differences("lovt", "demo")
+    assert diff.loc["text.freeze", "demo"] is True and diff.loc["text.freeze", "paper"] is False
+    assert diff.loc["image.arch"].tolist() == ["resnet50", "resnet18"]
+    assert diff.loc["optim.accumulate"].tolist() == [16, 1]
+    assert "loss.temperature" not in diff.index  # the objective is the paper's
+    assert recipe_differences("lovt", "paper").empty
+
+
+def test_the_cli_reads_the_recipe():
+    from localign.train.cli import add_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--method", "convirt", "--recipe", "demo", "--out", "runs/c", "--quiet"])
+    assert config_from_args(args) == make_train_config(method="convirt", recipe="demo", out="runs/c", progress=False, early_stopping=True,
+                                                       resume=False, device="auto", amp="auto", num_workers=0)
+    args = parser.parse_args(["--method", "convirt", "--recipe", "demo", "--out", "runs/c", "--no-deterministic", "--lr", "0.002"])
+    cfg = config_from_args(args)
+    assert cfg.deterministic is False and resolve_method(cfg).optim.lr == 0.002
+    assert parser.parse_args(["--out", "x"]).recipe == "paper"
+
+
+def _code_cells(path: Path) -> list[str]:
+    nb = json.loads(path.read_text())
+    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+def test_notebook_03_reads_the_demo_recipe(monkeypatch, tmp_path):
+    cells = _code_cells(ROOT / "notebooks" / "03_pretrain.ipynb")
+    ns: dict = {}
+    exec(cells[0], ns)  # the parameters cell
+    assert ns["recipe"] == "demo"
+    exec(cells[1], ns)  # builds `config` without training
+    expected = make_train_config(method=ns["method"], recipe="demo", out=ns["out"], seed=ns["seed"], device=ns["device"], progress=False)
+    assert ns["config"] == expected
+
+
+def test_readme_and_report_plan_use_the_demo_recipe():
+    import yaml
+
+    readme = (ROOT / "README.md").read_text()
+    assert "--recipe demo" in readme
+    plan = yaml.safe_load((ROOT / "params" / "report.yaml").read_text())
+    pretrain = [e for e in plan["notebooks"] if e["notebook"] == "03_pretrain"]
+    assert pretrain and all(e.get("parameters", {}).get("recipe", "demo") == "demo" for e in pretrain)
+    assert set(RECIPES) == {"paper", "demo"}
