@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from localign.progress import tqdm
 
 from localign.eval.metrics import _binary_auroc, as_numpy
 
