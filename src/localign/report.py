@@ -68,20 +68,22 @@ def notebook_parameters(path: Path) -> dict[str, Any]:
     return {name: value for name, (value, _) in _parse_parameters(_parameters_source(path)).items()}
 
 
-def _markdown_cell_text(value: Any) -> str:
+def _markdown_cell_text(value: Any, breakable: bool = False) -> str:
     text = value if isinstance(value, str) else repr(value)
-    return text.replace("|", "\\|").replace("`", "'")
+    text = text.replace("|", "\\|").replace("`", "'")
+    # a zero-width space after each comma lets a long value ("probe,classify_frozen,...") wrap in its cell
+    return text.replace(",", ",\u200b") if breakable else text
 
 
 def parameters_markdown(notebook: Path, injected: dict[str, Any], plan_label: str) -> str:
     """The table of a chapter's parameters as it ran: each value, whether the plan set it, and its meaning."""
     declared = _parse_parameters(_parameters_source(notebook))
     lines = [f"**Parameters of this chapter**, as run by the report plan `{plan_label}`:", "",
-             "| parameter | value | set by | meaning |", "|---|---|---|---|"]
+             "| parameter | set by | value | meaning |", "|---|---|---|---|"]
     for name, (default, comment) in declared.items():
         value = injected.get(name, default)
         source = "**plan**" if name in injected else "default"
-        lines.append(f"| `{name}` | `{_markdown_cell_text(value)}` | {source} | {_markdown_cell_text(comment)} |")
+        lines.append(f"| `{name}` | {source} | `{_markdown_cell_text(value, breakable=True)}` | {_markdown_cell_text(comment)} |")
     return "\n".join(lines)
 
 
