@@ -38,10 +38,10 @@ def test_parameters_keep_their_comments_and_table_marks_the_plans_values(tmp_pat
     md = parameters_markdown(src, {"epochs": 3, "overrides": {"a|b": 1}}, "params/ci.yaml")
     lines = md.splitlines()
     assert "`params/ci.yaml`" in lines[0]
-    assert "| `method` | default | `lovt` | any name of 'localign methods' |" in lines
-    assert "| `epochs` | **plan** | `3` | demo \\| paper |" in lines
-    assert any(line.startswith("| `overrides` | **plan** | `{'a\\|b': 1}` |") for line in lines)
-    assert "| `tasks` | default | `a,\u200bb` |" in md
+    assert "| `method` | default | lovt | any name of `localign methods` |" in lines
+    assert "| `epochs` | **plan** | 3 | demo \\| paper |" in lines
+    assert any(line.startswith("| `overrides` | **plan** | \\{'a\\|b': 1\\} |") for line in lines)
+    assert "| `tasks` | default | a,\u200bb |" in md
 
 
 def test_finish_page_hides_both_parameter_cells_adds_one_table_and_collapses_stderr(tmp_path):

@@ -69,8 +69,11 @@ def notebook_parameters(path: Path) -> dict[str, Any]:
 
 
 def _markdown_cell_text(value: Any, breakable: bool = False) -> str:
+    """A value or comment as plain Markdown table-cell text (Markdown's and MyST's special characters escaped)."""
+    import re
+
     text = value if isinstance(value, str) else repr(value)
-    text = text.replace("|", "\\|").replace("`", "'")
+    text = re.sub(r"([\\`*_\[\]<>|$~{}#])", r"\\\1", text)
     # a zero-width space after each comma lets a long value ("probe,classify_frozen,...") wrap in its cell
     return text.replace(",", ",\u200b") if breakable else text
 
@@ -83,7 +86,8 @@ def parameters_markdown(notebook: Path, injected: dict[str, Any], plan_label: st
     for name, (default, comment) in declared.items():
         value = injected.get(name, default)
         source = "**plan**" if name in injected else "default"
-        lines.append(f"| `{name}` | {source} | `{_markdown_cell_text(value, breakable=True)}` | {_markdown_cell_text(comment)} |")
+        meaning = comment.replace("|", "\\|")  # the author's Markdown, `code` included
+        lines.append(f"| `{name}` | {source} | {_markdown_cell_text(value, breakable=True)} | {meaning} |")
     return "\n".join(lines)
 
 
