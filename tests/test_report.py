@@ -1,35 +1,20 @@
 """The report end to end on tiny parameters: papermill runs every notebook of params/ci.yaml, then
-jupyter-book builds the book with warnings as errors (unexecuted glue or broken references fail)."""
+jupyter-book builds the book with warnings as errors (unexecuted glue or broken references fail).
+The built book (the session fixture ``built_book`` of conftest.py) is also what test_book_browser.py
+opens in Chromium."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 import yaml
 
-from localign.report import load_plan, run_plan
+from localign.report import load_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def built_book(tmp_path_factory):
-    """A copy of the repository's book, notebooks and configs, executed and built in a temp folder."""
-    root = tmp_path_factory.mktemp("report")
-    for name in ("book", "notebooks", "params"):
-        shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("_generated", "_build"))
-    shutil.copy(ROOT / "_config.yml", root / "_config.yml")
-    written = run_plan(root / "params" / "ci.yaml", root=root, progress=False, timeout=900)
-    jb = Path(sys.executable).with_name("jupyter-book")
-    proc = subprocess.run([str(jb), "build", str(root / "book"), "--all", "-W", "-n", "--keep-going", "--path-output", str(root)],
-                          capture_output=True, text=True, timeout=900)
-    return root, written, proc
 
 
 def test_every_plan_entry_executed_without_errors(built_book):

@@ -15,3 +15,10 @@ Subpackages mirror the architecture:
 """
 
 __version__ = "0.1.0"
+
+import warnings as _warnings
+
+# tqdm.auto (which transformers' hub utilities import) warns "IProgress not found" inside Jupyter
+# kernels without ipywidgets, with the machine path of tqdm, and falls back to the text bar; that is
+# the choice localign.progress makes silently. The warning only ever reached the book's pages.
+_warnings.filterwarnings("ignore", message="IProgress not found")

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("localign.eval.cli", "run downstream protocols on run folders and write tidy CSVs"),
     "methods": ("localign.models.registry", "list the registered method presets"),
     "report": ("localign.report", "run the notebooks of a report plan with papermill into book/_generated"),
+    "check-book": ("localign.book_check", "open every page of the built book in headless Chromium and check it"),
 }
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from localign.notebook import REPORT_PAGE_ENV
 from localign.paths import repo_root
 
 log = logging.getLogger(__name__)
@@ -35,21 +38,90 @@ class PlanEntry:
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
-def notebook_parameters(path: Path) -> dict[str, Any]:
-    """The literals of the cell tagged ``parameters`` (what papermill would inject over)."""
-    import ast
-
+def _parameters_source(path: Path) -> str:
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
         if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
-            out = {}
-            for node in ast.parse(cell.source).body:
-                if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-                    out[node.targets[0].id] = ast.literal_eval(node.value)
-            return out
+            return cell.source
     raise ValueError(f"{path} has no cell tagged 'parameters'")
+
+
+def _parse_parameters(source: str) -> dict[str, tuple[Any, str]]:
+    """name -> (literal value, the comment at the end of its line) of a parameters cell."""
+    import ast
+    import io
+    import tokenize
+
+    comments = {tok.start[0]: tok.string.lstrip("#").strip()
+                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    out = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            out[node.targets[0].id] = (ast.literal_eval(node.value), comments.get(node.end_lineno, ""))
+    return out
+
+
+def notebook_parameters(path: Path) -> dict[str, Any]:
+    """The literals of the cell tagged ``parameters`` (what papermill would inject over)."""
+    return {name: value for name, (value, _) in _parse_parameters(_parameters_source(path)).items()}
+
+
+def _markdown_cell_text(value: Any, breakable: bool = False) -> str:
+    """A value or comment as plain Markdown table-cell text (Markdown's and MyST's special characters escaped)."""
+    import re
+
+    text = value if isinstance(value, str) else repr(value)
+    text = re.sub(r"([\\`*_\[\]<>|$~{}#])", r"\\\1", text)
+    # a zero-width space after each comma lets a long value ("probe,classify_frozen,...") wrap in its cell
+    return text.replace(",", ",\u200b") if breakable else text
+
+
+def parameters_markdown(notebook: Path, injected: dict[str, Any], plan_label: str) -> str:
+    """The table of a chapter's parameters as it ran: each value, whether the plan set it, and its meaning."""
+    declared = _parse_parameters(_parameters_source(notebook))
+    lines = [f"**Parameters of this chapter**, as run by the report plan `{plan_label}`:", "",
+             "| parameter | set by | value | meaning |", "|---|---|---|---|"]
+    for name, (default, comment) in declared.items():
+        value = injected.get(name, default)
+        source = "**plan**" if name in injected else "default"
+        meaning = comment.replace("|", "\\|")  # the author's Markdown, `code` included
+        lines.append(f"| `{name}` | {source} | {_markdown_cell_text(value, breakable=True)} | {meaning} |")
+    return "\n".join(lines)
+
+
+def finish_page(page: Path, notebook: Path, injected: dict[str, Any], plan_label: str) -> list[int]:
+    """Turn an executed notebook into a book page; returns the cells whose stderr output got collapsed.
+
+    * The ``parameters`` cell and papermill's ``injected-parameters`` cell are removed from the page
+      (tag ``remove-cell``) and replaced by one table of the values the chapter ran with.
+    * A code cell that printed to stderr (log lines a chapter did not route to its log file with
+      :func:`localign.notebook.setup`) has its output collapsed (tag ``hide-output``).
+    """
+    import nbformat
+
+    nb = nbformat.read(page, as_version=4)
+    last = None
+    collapsed = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        tags = cell.metadata.setdefault("tags", [])
+        if "parameters" in tags or "injected-parameters" in tags:
+            if "remove-cell" not in tags:
+                tags.append("remove-cell")
+            last = i
+        elif any(o.get("output_type") == "stream" and o.get("name") == "stderr" for o in cell.get("outputs", [])):
+            if "hide-output" not in tags and "remove-output" not in tags:
+                tags.append("hide-output")
+            collapsed.append(i)
+    if last is not None:
+        table = nbformat.v4.new_markdown_cell(parameters_markdown(notebook, injected, plan_label))
+        table.metadata["tags"] = ["localign-parameters"]
+        nb.cells.insert(last + 1, table)
+    nbformat.write(nb, page)
+    return collapsed
 
 
 def load_plan(path: str | Path, notebooks_dir: Path) -> list[PlanEntry]:
@@ -92,16 +164,31 @@ def run_plan(plan: str | Path, out_dir: str | Path | None = None, only: list[str
         if missing:
             raise ValueError(f"--only {missing}: not in the plan (outputs: {[e.output for e in entries]})")
         entries = [e for e in entries if e.output in only or e.notebook in only]
+    plan_path = Path(plan).resolve()
+    plan_label = plan_path.relative_to(root.resolve()).as_posix() if plan_path.is_relative_to(root.resolve()) else plan_path.name
     written, timings = [], {}
     for entry in entries:
         target = out_dir / f"{entry.output}.ipynb"
         target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(target.parent / f"{target.stem}_files", ignore_errors=True)  # the page's downloads, rewritten
         log.info("papermill %s -> %s %s", entry.notebook, target, json.dumps(entry.parameters))
         t0 = time.time()
-        papermill.execute_notebook(
-            str(notebooks_dir / f"{entry.notebook}.ipynb"), str(target), parameters=entry.parameters, kernel_name="python3",
-            cwd=str(root), progress_bar=progress, execution_timeout=timeout, log_output=False,
-        )
+        previous = os.environ.get(REPORT_PAGE_ENV)
+        os.environ[REPORT_PAGE_ENV] = str(target.resolve())  # the kernel inherits it: localign.notebook reads it
+        try:
+            papermill.execute_notebook(
+                str(notebooks_dir / f"{entry.notebook}.ipynb"), str(target), parameters=entry.parameters, kernel_name="python3",
+                cwd=str(root), progress_bar=progress, execution_timeout=timeout, log_output=False,
+            )
+        finally:
+            if previous is None:
+                os.environ.pop(REPORT_PAGE_ENV, None)
+            else:
+                os.environ[REPORT_PAGE_ENV] = previous
+        collapsed = finish_page(target, notebooks_dir / f"{entry.notebook}.ipynb", entry.parameters, plan_label)
+        if collapsed:
+            log.warning("%s: cells %s printed to stderr; their output is collapsed in the book "
+                        "(route logs to a file with localign.notebook.setup)", entry.output, collapsed)
         timings[entry.output] = round(time.time() - t0, 1)
         log.info("%s done in %.0f s", entry.output, timings[entry.output])
         written.append(target)

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from localign.progress import tqdm
 
 from localign.config import config_to_dict
 from localign.data import layout

@@ -170,7 +170,7 @@ def build_report_tokens(
     chunk = 4096
     iterator = range(0, len(flat_sentences), chunk)
     if progress:
-        from tqdm.auto import tqdm
+        from localign.progress import tqdm
 
         iterator = tqdm(iterator, desc=f"tokenize ({name})", unit="chunk")
     for start in iterator:

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+
+from localign.progress import tqdm
 
 from localign.eval.metrics import as_numpy
 

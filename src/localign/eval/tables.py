@@ -32,11 +32,14 @@ from localign.eval.stats import summarize_tidy
 # --------------------------------------------------------------------------------------------------
 # published numbers
 # --------------------------------------------------------------------------------------------------
-_LIMITR = "LIMITR supp. Table 1 (linear classification, frozen ResNet-50)"
-_LIAO2 = "Liao et al. 2021, Table 2 (EdemaSeverity)"
-_LIAO3 = "Liao et al. 2021, Table 3 (Pathology9)"
-_LOVT = "LoVT (ECCV 2022) results tables, RSNA 100 % pretraining (spec §2.10)"
-_LOVT_OTHER = "LoVT (ECCV 2022) results tables, other datasets (spec §2.10)"
+# Each label names the paper and its table. LoVT's tables are reproduced in its official repository
+# (results/generated/results_table_rsna.png and results_table.png for the baselines,
+# downstream_*.csv for LoVT itself); the numbers below are those tables'.
+_LIMITR = "Dawidowicz et al. (LIMITR, ICCV 2023), supplementary Table 1"
+_LIAO2 = "Liao et al. (MICCAI 2021), Table 2"
+_LIAO3 = "Liao et al. (MICCAI 2021), Table 3"
+_LOVT = "Müller et al. (LoVT, ECCV 2022), RSNA results table (100 % pretraining)"
+_LOVT_OTHER = "Müller et al. (LoVT, ECCV 2022), results table of the other datasets (100 % pretraining)"
 
 
 def _paper_rows() -> list[dict]:
@@ -118,7 +121,7 @@ def _paper_rows() -> list[dict]:
         add(_LOVT_OTHER, "SIIM-ACR", "seg_unet_finetune", method, "dice", v[4], ci95=v[5])
         add(_LOVT_OTHER, "SIIM-ACR", "seg_unet_frozen", method, "dice", v[6], ci95=v[7])
 
-    # LIMITR retrieval (spec §7: a third-party listing, not verified against the paper)
+    # LIMITR retrieval (a third-party listing, not verified against the paper)
     add("LIMITR retrieval (third-party listing, UNVERIFIED)", "MIMIC-CXR", "retrieval", "LIMITR", "i2t_R@1", 39.7,
         note="candidate pool 1000; not verified against the paper")
     add("LIMITR retrieval (third-party listing, UNVERIFIED)", "MIMIC-CXR", "retrieval", "LIMITR", "t2i_R@1", 37.7,

@@ -81,7 +81,7 @@ _LOVT = MethodConfig(
     head=HeadConfig(d_z=512, d_hidden=2048, norm="batch"),
     loss=LoVTLossConfig(),
     optim=_LOVT_OPTIM,
-    reference="Müller et al. ECCV 2022, configs/experiment/LoVT_100.yaml (spec §2.6)",
+    reference="Müller et al. ECCV 2022, configs/experiment/LoVT_100.yaml of the official repository",
 )
 
 _CLIP = dataclasses.replace(
@@ -103,7 +103,7 @@ _GLORIA = MethodConfig(
     text_input=dataclasses.replace(_WORD_INPUT, sentence_sampling="random_sentence"),
     loss=GloriaLossConfig(),
     optim=dataclasses.replace(_LIMITR_OPTIM, monitor="val/loss", patience=10),
-    reference="Huang et al. ICCV 2021, configs/chexpert_pretrain_config.yaml (spec §4)",
+    reference="Huang et al. ICCV 2021, configs/chexpert_pretrain_config.yaml of the official repository",
 )
 
 _LIMITR = MethodConfig(
@@ -115,7 +115,7 @@ _LIMITR = MethodConfig(
     text_input=_WORD_INPUT,
     loss=LimitrLossConfig(),
     optim=_LIMITR_OPTIM,
-    reference="Dawidowicz et al. ICCV 2023 and its supplementary (spec §3)",
+    reference="Dawidowicz et al. ICCV 2023 and its supplementary",
 )
 
 _MI_GLOBAL_IMAGE = ImageEncoderConfig(arch="liao_resnet6", weights=None, region_layer="layer5", global_pool="avg2x2_flatten", in_channels=1, input_size=256)
@@ -136,7 +136,7 @@ def _mi(level: str, estimator: str) -> MethodConfig:
         head=HeadConfig(),
         loss=MILossConfig(level=level, estimator=estimator),
         optim=_MI_OPTIM,
-        reference="Liao et al. MICCAI 2021 (paper) and github.com/RayRuizhiLiao/mutual_info_img_txt (spec §1)",
+        reference="Liao et al. MICCAI 2021 (paper) and github.com/RayRuizhiLiao/mutual_info_img_txt",
     )
 
 

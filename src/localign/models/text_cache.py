@@ -151,7 +151,7 @@ def compute_states(encoder: TextEncoder, sequences: Sequence[Sequence[int]], max
             groups.append([int(i)])
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from localign.progress import tqdm
 
         bar = tqdm(total=len(sequences), desc="text tower states", unit="seq", leave=False)
     for group in groups:

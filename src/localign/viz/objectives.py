@@ -601,8 +601,7 @@ def estimate_mi_curve(
     try:
         jobs = [(float(rho), mi, estimator) for rho, mi in zip(rhos, true_mis) for estimator in estimators]
         if progress:
-            # Imported only when used: tqdm.auto warns inside kernels without ipywidgets.
-            from tqdm.auto import tqdm
+            from localign.progress import tqdm
 
             jobs = tqdm(jobs, desc="MI bounds")
         for rho, true_mi, estimator in jobs:

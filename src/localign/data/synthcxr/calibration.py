@@ -26,7 +26,7 @@ import torch
 import torchvision
 from PIL import Image
 from sklearn.metrics import roc_auc_score
-from tqdm.auto import tqdm
+from localign.progress import tqdm
 
 from localign.data import layout
 

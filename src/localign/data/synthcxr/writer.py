@@ -34,7 +34,7 @@ import pandas as pd
 from PIL import Image
 from scipy import ndimage
 from threadpoolctl import threadpool_limits
-from tqdm.auto import tqdm
+from localign.progress import tqdm
 
 from localign.config import config_from_dict, config_to_dict
 from localign.data import layout

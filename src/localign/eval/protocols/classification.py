@@ -59,7 +59,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from localign.progress import tqdm
 
 from localign.data import layout
 from localign.data.manifest import PreparedDataset

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
+from localign.progress import tqdm
 
 from localign.data.images import load_image
 from localign.eval.grounding import ImageGeometry

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from localign.progress import tqdm
 
 from localign.data.images import load_image
 from localign.data.manifest import PreparedDataset

@@ -60,7 +60,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from localign.progress import tqdm
 
 from localign.data.manifest import PreparedDataset
 from localign.eval.grounding import boxes_to_mask
