@@ -78,12 +78,16 @@ def _code_cells(path: Path) -> list[str]:
 
 
 def test_notebook_03_reads_the_demo_recipe(monkeypatch, tmp_path):
+    from localign import notebook
+
+    monkeypatch.setattr(notebook, "setup", lambda log_file=None, chdir=True: Path(log_file))  # no global logging changes
     cells = _code_cells(ROOT / "notebooks" / "03_pretrain.ipynb")
     ns: dict = {}
     exec(cells[0], ns)  # the parameters cell
     assert ns["recipe"] == "demo"
     exec(cells[1], ns)  # builds `config` without training
-    expected = make_train_config(method=ns["method"], recipe="demo", out=ns["out"], seed=ns["seed"], device=ns["device"], progress=False)
+    expected = make_train_config(method=ns["method"], recipe="demo", out=ns["out"], seed=ns["seed"], device=ns["device"],
+                                 progress=notebook.show_progress())
     assert ns["config"] == expected
 
 

@@ -31,7 +31,7 @@ from urllib.parse import unquote, urlsplit
 #: Pages (fnmatch patterns) whose figures are not captioned yet, so the caption check spares them:
 #: notebooks/03_pretrain.ipynb is being rewritten and its training-curve cell still needs the
 #: ``mystnb.figure.caption`` metadata that the other chapters' figure cells have. Empty this when done.
-CAPTIONS_PENDING = ("_generated/03_pretrain_*",)
+CAPTIONS_PENDING: tuple[str, ...] = ()
 
 #: Chromium's name on Debian (``apt-get install chromium``), then other common names.
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
