@@ -122,3 +122,95 @@ def test_internal_loss_rejects_bad_shapes() -> None:
         limitr_internal_loss(words, ctx_w, pi, regions, ctx_r, rho, word_mask=word_mask[:, :5])
     with pytest.raises(ValueError, match="temperature"):
         limitr_internal_loss(words, ctx_w, pi, regions, ctx_r, rho, temperature=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Pair scoring (S_cap, S_img): the blocked implementation against a copy of the broadcast one
+# --------------------------------------------------------------------------------------------------
+
+
+def _reference_pair_scores(aggregate, score_caption, score_image, keys, regions, words, word_mask, lam):
+    """Copy of ``Limitr._pair_scores`` as of a53f9dd: every pair as ``[B_img, B_txt, T or R, D]`` tensors."""
+    from localign.models.heads import limitr_alignment
+
+    bi, bt = keys.shape[0], words.shape[0]
+    w = words[None].expand(bi, -1, -1, -1)
+    k = keys[:, None].expand(-1, bt, -1, -1)
+    qmask = word_mask[None].expand(bi, -1, -1)
+    a_cap = limitr_alignment(w, k, w, lam, query_mask=qmask)
+    s_cap, _ = aggregate(a_cap, qmask)
+    v = regions[:, None].expand(-1, bt, -1, -1)
+    kv = keys[:, None].expand(-1, bt, -1, -1)
+    a_img = limitr_alignment(kv, w, v, lam, key_mask=qmask)
+    s_img, _ = aggregate(a_img)
+    return torch.sigmoid(score_caption(s_cap)).squeeze(-1), torch.sigmoid(score_image(s_img)).squeeze(-1)
+
+
+def _pair_inputs(seed: int, n_img: int, n_txt: int, num_words: int, num_regions: int, dim: int):
+    gen = torch.Generator().manual_seed(seed)
+    keys = torch.randn(n_img, num_regions, dim, generator=gen)
+    regions = torch.randn(n_img, num_regions, dim, generator=gen)
+    words = torch.randn(n_txt, num_words, dim, generator=gen)
+    lengths = torch.randint(1, num_words + 1, (n_txt,), generator=gen)
+    lengths[0] = num_words
+    word_mask = torch.arange(num_words)[None] < lengths[:, None]
+    # masks with holes too (e.g. [CLS] or sub-word pieces left out), and padded words that are not zero
+    word_mask[1, 0] = False
+    word_mask[2 % n_txt, 1 :: 3] = False
+    word_mask[3 % n_txt, 0] = True
+    return keys, regions, words, word_mask
+
+
+@pytest.mark.parametrize(
+    ("n_img", "n_txt", "num_words", "num_regions", "dim", "block_elements"),
+    [(5, 11, 9, 6, 8, 1 << 21), (5, 11, 9, 6, 8, 1), (7, 3, 13, 16, 12, 300), (4, 17, 5, 4, 16, 2000)],
+)
+def test_pair_scores_match_the_broadcast_reference(n_img, n_txt, num_words, num_regions, dim, block_elements) -> None:
+    """Values and gradients (inputs and every parameter) within 1e-5, float32, masks of many lengths."""
+    from torch import nn
+
+    from localign.models.heads import SelfAttentionAggregator, limitr_pair_scores
+
+    torch.manual_seed(0)
+    aggregate = SelfAttentionAggregator(dim, dropout=0.0)
+    heads = nn.Linear(dim, 1), nn.Linear(dim, 1)
+    modules = (aggregate, *heads)
+    for module in modules:  # non-zero biases, so that padded positions would show if they leaked in
+        for p in module.parameters():
+            p.data.normal_(0.0, 0.5)
+    inputs = _pair_inputs(n_img + n_txt, n_img, n_txt, num_words, num_regions, dim)
+    params = [p for m in modules for p in m.parameters()]
+    weights = torch.randn(2, n_img, n_txt)
+
+    def run(fn, **kwargs):
+        leaves = [t.clone().requires_grad_() for t in inputs[:3]]
+        s_cap, s_img = fn(aggregate, *heads, *leaves, inputs[3], 4.0, **kwargs)
+        loss = (weights[0] * s_cap).sum() + (weights[1] * s_img.square()).sum()
+        return [s_cap, s_img, *torch.autograd.grad(loss, leaves + params)]
+
+    expected = run(_reference_pair_scores)
+    got = run(limitr_pair_scores, block_elements=block_elements)
+    names = ["s_cap", "s_img", "keys", "regions", "words"] + [f"param{i}" for i in range(len(params))]
+    for name, e, g in zip(names, expected, got):
+        assert e.shape == g.shape, name
+        assert torch.allclose(g, e, atol=1e-5, rtol=1e-5), (name, (g - e).abs().max().item())
+    # padded / masked words get no gradient, as in the reference
+    assert got[4][~inputs[3]].abs().max() == 0
+
+
+def test_pair_scores_ignore_padded_word_values_and_match_in_eval_with_dropout() -> None:
+    from torch import nn
+
+    from localign.models.heads import SelfAttentionAggregator, limitr_pair_scores
+
+    torch.manual_seed(1)
+    aggregate = SelfAttentionAggregator(8, dropout=0.4).eval()  # eval: dropout off, as in retrieval
+    heads = nn.Linear(8, 1), nn.Linear(8, 1)
+    keys, regions, words, mask = _pair_inputs(3, 4, 6, 7, 5, 8)
+    with torch.no_grad():
+        expected = _reference_pair_scores(aggregate, *heads, keys, regions, words, mask, 4.0)
+        changed = words.clone()
+        changed[~mask] = 1e3
+        got = limitr_pair_scores(aggregate, *heads, keys, regions, changed, mask, 4.0)
+    for e, g in zip(expected, got):
+        assert torch.allclose(g, e, atol=1e-5, rtol=1e-5)

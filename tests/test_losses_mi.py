@@ -266,3 +266,69 @@ def test_cpc_saturates_at_log_batch_while_mine_does_not() -> None:
     assert math.log(batch) - 0.25 < cpc <= math.log(batch)
     mine = _train_and_estimate(dim, rho, "mine", batch=batch, eval_batch=256)
     assert mine > math.log(batch) + 2.0
+
+
+# --------------------------------------------------------------------------------------------------
+# Local critic on all pairs: the blocked MLP against a copy of the broadcast one
+# --------------------------------------------------------------------------------------------------
+
+
+def _reference_pairwise_local(critic, a, b, b_mask=None):
+    """Copy of ``ConcatCritic.pairwise_local`` as of a53f9dd (autograd through ``critic.rest``)."""
+    w_a, w_b = critic._split()
+    ha = torch.nn.functional.linear(a, w_a)
+    if b_mask is None:
+        hb = torch.nn.functional.linear(b, w_b, critic.first.bias)
+        return critic.rest(ha[:, None, :, None, :] + hb[None, :, None, :, :]).squeeze(-1)
+    hb = torch.nn.functional.linear(b[b_mask], w_b, critic.first.bias)
+    real = critic.rest(ha[:, :, None, :] + hb[None, None, :, :]).squeeze(-1)
+    n_b, n_m = b_mask.shape
+    flat = real.new_zeros(n_b * n_m, a.shape[0], a.shape[1])
+    flat = flat.index_put((b_mask.reshape(-1).nonzero().squeeze(1),), real.permute(2, 0, 1))
+    return flat.reshape(n_b, n_m, a.shape[0], a.shape[1]).permute(2, 0, 3, 1)
+
+
+@pytest.mark.parametrize("hidden", [(24, 16), (20,), (16, 12, 8)])
+@pytest.mark.parametrize("block_elements", [1 << 22, 1, 700])
+@pytest.mark.parametrize("masked", [True, False])
+def test_local_critic_and_objective_match_the_broadcast_reference(monkeypatch, hidden, block_elements, masked) -> None:
+    """Local MI (critic on every pair + Eq. 5): values and all gradients within 1e-5, float32."""
+    from localign.models import heads
+    from localign.models.heads import ConcatCritic
+
+    monkeypatch.setattr(heads, "CRITIC_BLOCK_ELEMENTS", block_elements)
+    torch.manual_seed(0)
+    critic = ConcatCritic(6, 5, hidden=hidden)
+    gen = torch.Generator().manual_seed(1)
+    regions = torch.randn(7, 4, 6, generator=gen)
+    sentences = torch.randn(7, 5, 5, generator=gen)
+    mask = torch.arange(5)[None] < torch.tensor([5, 1, 3, 2, 5, 4, 1])[:, None]
+    mask[3, 0] = False  # a hole
+    negatives = torch.ones(7, 7, dtype=torch.bool)
+    negatives[0, 2] = negatives[2, 0] = False
+    params = list(critic.parameters())
+
+    def run(fn):
+        a, b = regions.clone().requires_grad_(), sentences.clone().requires_grad_()
+        scores = fn(critic, a, b, mask if masked else None)
+        mi = local_mi_objective(scores, mask, "cpc", negatives) + 0.3 * local_mi_objective(scores, mask, "mine")
+        return [scores, mi, *torch.autograd.grad(mi + scores.square().mean(), [a, b, *params])]
+
+    expected = run(_reference_pairwise_local)
+    got = run(lambda c, a, b, m: c.pairwise_local(a, b, m))
+    for i, (e, g) in enumerate(zip(expected, got)):
+        assert e.shape == g.shape, i
+        assert torch.allclose(g, e, atol=1e-5, rtol=1e-5), (i, (g - e).abs().max().item())
+
+
+def test_local_critic_without_gradients_and_in_float64() -> None:
+    from localign.models.heads import ConcatCritic
+
+    critic = ConcatCritic(3, 4, hidden=(8, 6)).double()
+    a, b = torch.randn(3, 2, 3, dtype=torch.float64), torch.randn(4, 3, 4, dtype=torch.float64)
+    with torch.no_grad():
+        got = critic.pairwise_local(a, b)
+        expected = _reference_pairwise_local(critic, a, b)
+    assert got.dtype == torch.float64 and torch.allclose(got, expected, atol=1e-12)
+    a.requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: critic.pairwise_local(x, b).sum(), (a,))

@@ -11,8 +11,9 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
-from localign.losses.attention import double_softmax_attention
+from localign.losses.attention import double_softmax_attention, masked_softmax
 
 
 # --------------------------------------------------------------------------------------------------
@@ -169,6 +170,26 @@ class SelfAttentionAggregator(nn.Module):
         q = logits.masked_fill(~mask, float("-inf")).softmax(dim=-1)
         return F.normalize((q[..., None] * a).sum(-2), dim=-1), q
 
+    def aggregate(self, a: Tensor, mask: Tensor | None = None) -> Tensor:
+        """:meth:`forward`'s aggregated vectors, for a flat batch ``a [P, N, D]`` (``mask [P, N]``).
+
+        The same function (equal up to float rounding), with the reductions over N and the
+        ``w_c · (u_t ⊙ g)`` logits as batched matrix products, so that no ``[P, N, D]`` temporary
+        beyond the alignments and ``u`` is built (the pair-scoring path of LIMITR).
+        """
+        if mask is None:
+            mean = a.mean(dim=-2)
+        else:
+            w = mask.to(a.dtype)
+            mean = torch.bmm(w[:, None, :], a).squeeze(1) / w.sum(-1, keepdim=True).clamp_min(1.0)
+        u = self.local(a)  # [P, N, D]
+        g = self.glob(mean) * self.common.weight[0]  # [P, D]
+        logits = torch.baddbmm(self.common.bias.expand(u.shape[0], u.shape[1], 1), u, g[:, :, None]).squeeze(-1)
+        if mask is not None:
+            logits = logits.masked_fill(~mask, float("-inf"))
+        q = logits.softmax(dim=-1)
+        return F.normalize(torch.bmm(q[:, None, :], a).squeeze(1), dim=-1)
+
 
 def sincos_positional_encoding_2d(h: int, w: int, d: int) -> Tensor:
     """LIMITR's fixed 2-D sin-cos encoding ``[h*w, d]`` (row-major), base 10000.
@@ -196,9 +217,166 @@ def limitr_alignment(queries: Tensor, keys: Tensor, features: Tensor, lam: float
     return F.normalize(features * context, dim=-1, eps=1e-8)
 
 
+def _normalized_product(x: Tensor, y: Tensor, eps: float) -> Tensor:
+    """``F.normalize(x * y, dim=-1, eps=eps)`` (same function)."""
+    prod = x * y
+    return prod / torch.linalg.vector_norm(prod, dim=-1, keepdim=True).clamp_min(eps)
+
+
+def _limitr_pair_block(aggregate: SelfAttentionAggregator, keys: Tensor, regions: Tensor, words: Tensor, word_mask: Tensor,
+                       lam: float) -> tuple[Tensor, Tensor]:
+    """SA outputs of both directions for ``c`` images x ``g`` reports: ``([c, g, D], [c, g, D])``."""
+    c, r, d = keys.shape
+    g, t = word_mask.shape
+    # One product of dot products serves both directions: s[i, j, t, r] = words[j, t] . keys[i, r].
+    s = torch.matmul(words.reshape(1, g * t, d), keys.transpose(1, 2)).view(c, g, t, r)
+    # Caption direction (queries = words, keys = regions): softmax over the valid words, then over regions.
+    word_valid = word_mask[None, :, :, None]
+    per_key = masked_softmax(s, word_valid, dim=2)
+    attn = torch.softmax(lam * per_key, dim=-1) * word_valid
+    context = torch.bmm(attn.view(c, g * t, r), keys).view(c, g, t, d)
+    a_cap = _normalized_product(words[None], context, 1e-8)
+    s_cap = aggregate.aggregate(a_cap.view(c * g, t, d), word_mask[None].expand(c, -1, -1).reshape(c * g, t))
+    # Image direction (queries = regions, keys = words), laid out [g, c, R, T] so that the context is one
+    # batched product per report: softmax over the regions, then over the valid words.
+    per_key = torch.softmax(s.permute(1, 0, 3, 2), dim=2)
+    attn = masked_softmax(lam * per_key, word_mask[:, None, None, :], dim=-1)
+    context = torch.bmm(attn.reshape(g, c * r, t), words).view(g, c, r, d)
+    a_img = _normalized_product(context, regions[None], 1e-8)
+    s_img = aggregate.aggregate(a_img.view(g * c, r, d)).view(g, c, d).transpose(0, 1)
+    return s_cap.view(c, g, d), s_img
+
+
+#: Elements of one block's ``[images, reports, T or R, D]`` tensors in the pair scoring: small enough
+#: for the allocator to reuse them (glibc serves allocations over 32 MB with fresh pages every time).
+PAIR_BLOCK_ELEMENTS = 1 << 21
+
+
+def limitr_pair_scores(aggregate: SelfAttentionAggregator, score_caption: nn.Linear, score_image: nn.Linear, keys: Tensor,
+                       regions: Tensor, words: Tensor, word_mask: Tensor, lam: float,
+                       block_elements: int = PAIR_BLOCK_ELEMENTS) -> tuple[Tensor, Tensor]:
+    """LIMITR's ``(S_cap, S_img)`` ``[B_img, B_txt]`` for every (image, report) pair (spec §3.2).
+
+    For image i and report j: caption direction a_t = l2norm(w_t ⊙ ĉ_t) (word t attending over the
+    regions of i, double softmax), image direction a'_r = l2norm(ĥ_r ⊙ v_r) (region r attending over
+    the valid words of j), each aggregated by the shared ``aggregate`` (SA) and scored by
+    ``sigmoid(Linear(D→1))``. The same function as :func:`limitr_alignment` and
+    :meth:`SelfAttentionAggregator.forward` on the broadcast ``[B_img, B_txt, T or R, D]`` tensors,
+    computed without them: the words of each report are compacted (padding and masked positions
+    dropped, which changes nothing since both directions treat them as a set), the reports are
+    sorted by length and scored in blocks of a few images x a few reports of similar length, each
+    block padded only to its own longest report. The dot products are shared by the two directions.
+    Dropout (if active) draws other masks than the broadcast computation did: same distribution.
+
+    :param keys: ``[B_img, R, D]`` regions used as attention queries/keys (positional encoding added)
+    :param regions: ``[B_img, R, D]`` regions multiplied element-wise in the image direction
+    :param words: ``[B_txt, T, D]``
+    :param word_mask: ``[B_txt, T]`` bool, True = a word that takes part
+    :param block_elements: target size of one block's ``[c, g, T or R, D]`` tensors
+    """
+    bi, r, d = keys.shape
+    bt = words.shape[0]
+    lengths = word_mask.sum(1)
+    # Compact: the valid words of each report first (stable: in their order), then sort reports by length.
+    positions = torch.sort((~word_mask).to(torch.uint8), dim=1, stable=True).indices
+    order = torch.sort(lengths, stable=True).indices
+    lengths_sorted = lengths[order].tolist()
+    group = max(1, min(bt, 8))
+    cap_blocks, img_blocks, columns = [], [], []
+    for j0 in range(0, bt, group):
+        cols = order[j0 : j0 + group]
+        t = max(1, lengths_sorted[min(j0 + group, bt) - 1])
+        pos = positions[cols, :t]
+        w = words[cols[:, None], pos]  # [g, t, D]
+        m = torch.arange(t, device=word_mask.device)[None, :] < lengths[cols, None]
+        chunk = max(1, block_elements // (len(cols) * max(t, r) * d))
+        caps, imgs = [], []
+        for i0 in range(0, bi, chunk):
+            sc, si = _limitr_pair_block(aggregate, keys[i0 : i0 + chunk], regions[i0 : i0 + chunk], w, m, lam)
+            caps.append(sc)
+            imgs.append(si)
+        cap_blocks.append(torch.cat(caps))
+        img_blocks.append(torch.cat(imgs))
+        columns.append(cols)
+    inverse = torch.argsort(torch.cat(columns))
+    s_cap = torch.cat(cap_blocks, dim=1)[:, inverse]
+    s_img = torch.cat(img_blocks, dim=1)[:, inverse]
+    return torch.sigmoid(score_caption(s_cap)).squeeze(-1), torch.sigmoid(score_image(s_img)).squeeze(-1)
+
+
 # --------------------------------------------------------------------------------------------------
 # MI critic (Liao et al.)
 # --------------------------------------------------------------------------------------------------
+
+
+#: Hidden activations (floats) of one block of pairs in :class:`_PairMLP` (16 MB at float32).
+CRITIC_BLOCK_ELEMENTS = 1 << 22
+
+
+class _PairMLP(torch.autograd.Function):
+    """``rest(relu(ha[p] + hb[q]))`` for every row p of ``ha`` and every row q of ``hb``, in blocks of rows.
+
+    ``rest`` is ``[Linear, ReLU] * k, Linear(→1)`` given as its weights and biases. Forward and
+    backward run block by block, so the ``[P, Q, H]`` activations never exist at once; only the
+    outputs of the inner hidden layers are kept for backward, the first hidden layer
+    ``relu(ha + hb)`` (an element-wise broadcast, no matrix product) is recomputed. Values and
+    gradients are those of autograd through the same layers, up to float rounding.
+    """
+
+    @staticmethod
+    def _rows(n_q: int, width: int) -> int:
+        return max(1, CRITIC_BLOCK_ELEMENTS // max(1, n_q * width))
+
+    @staticmethod
+    def forward(ctx, ha: Tensor, hb: Tensor, *params: Tensor) -> Tensor:  # type: ignore[override]
+        weights, biases = params[0::2], params[1::2]
+        n_p, n_q = ha.shape[0], hb.shape[0]
+        rows = _PairMLP._rows(n_q, max(w.shape[1] for w in weights))
+        save = any(ctx.needs_input_grad)
+        out = ha.new_empty(n_p, n_q)
+        kept: list[list[Tensor]] = []
+        for p0 in range(0, n_p, rows):
+            h = torch.relu_(ha[p0 : p0 + rows, None, :] + hb[None, :, :]).reshape(-1, ha.shape[1])
+            inner = []
+            for w, b in zip(weights[:-1], biases[:-1]):
+                h = torch.relu_(torch.addmm(b, h, w.t()))
+                inner.append(h)
+            out[p0 : p0 + rows] = torch.addmm(biases[-1], h, weights[-1].t()).view(-1, n_q)
+            kept.append(inner)
+        ctx.rows = rows
+        ctx.n_inner = len(weights) - 1
+        flat = [t for block in kept for t in block] if save else []
+        ctx.save_for_backward(ha, hb, *params, *flat)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        ha, hb, *rest = ctx.saved_tensors
+        n_params = 2 * (ctx.n_inner + 1)
+        params, flat = rest[:n_params], rest[n_params:]
+        weights, biases = params[0::2], params[1::2]
+        rows, n_inner = ctx.rows, ctx.n_inner
+        n_p, n_q = ha.shape[0], hb.shape[0]
+        grad_ha = torch.zeros_like(ha)
+        grad_hb = torch.zeros_like(hb)
+        grad_w = [torch.zeros_like(w) for w in weights]
+        grad_b = [torch.zeros_like(b) for b in biases]
+        for k, p0 in enumerate(range(0, n_p, rows)):
+            inner = flat[k * n_inner : (k + 1) * n_inner]
+            h0 = torch.relu_(ha[p0 : p0 + rows, None, :] + hb[None, :, :]).reshape(-1, ha.shape[1])
+            inputs = [h0, *inner]  # the input of each Linear
+            g = grad_out[p0 : p0 + rows].reshape(-1, 1)
+            for layer in range(n_inner, -1, -1):
+                grad_w[layer].addmm_(g.t(), inputs[layer])
+                grad_b[layer].add_(g.sum(0))
+                g = g @ weights[layer]
+                g = g.masked_fill_(inputs[layer] <= 0, 0.0)  # ReLU in front of this Linear
+            g = g.view(-1, n_q, ha.shape[1])
+            grad_ha[p0 : p0 + rows] = g.sum(1)
+            grad_hb.add_(g.sum(0))
+        grads = [t for pair in zip(grad_w, grad_b) for t in pair]
+        return (grad_ha, grad_hb, *grads)
 
 
 class ConcatCritic(nn.Module):
@@ -235,6 +413,15 @@ class ConcatCritic(nn.Module):
         h = F.linear(a, w_a)[:, None, :] + F.linear(b, w_b, self.first.bias)[None, :, :]
         return self.rest(h).squeeze(-1)
 
+    def _pair_mlp(self, ha: Tensor, hb: Tensor) -> Tensor:
+        """``rest(ha[p] + hb[q])`` for all rows: ``ha [P, H]``, ``hb [Q, H]`` (first layer applied) → ``[P, Q]``."""
+        linears = [m for m in self.rest if isinstance(m, nn.Linear)]
+        if len(linears) != len(self.rest) // 2 + len(self.rest) % 2 or any(
+                not isinstance(m, nn.ReLU) for m in self.rest[0::2]):
+            raise RuntimeError("the critic's layers were changed; _PairMLP expects [ReLU, Linear] * k")
+        params = [t for lin in linears for t in (lin.weight, lin.bias)]
+        return _PairMLP.apply(ha, hb, *params)
+
     def pairwise_local(self, a: Tensor, b: Tensor, b_mask: Tensor | None = None) -> Tensor:
         """All pairs of local features: ``a [B, N, D_a]`` (regions), ``b [B', M, D_b]`` (sentences)
         → scores ``[B, B', N, M]`` with scores[i, j, n, m] = f(a_{i,n}, b_{j,m}).
@@ -248,12 +435,12 @@ class ConcatCritic(nn.Module):
         ha = F.linear(a, w_a)  # [B, N, H]
         if b_mask is None:
             hb = F.linear(b, w_b, self.first.bias)  # [B', M, H]
-            h = ha[:, None, :, None, :] + hb[None, :, None, :, :]
-            return self.rest(h).squeeze(-1)
+            flat = self._pair_mlp(ha.reshape(-1, ha.shape[-1]), hb.reshape(-1, hb.shape[-1]))  # [B*N, B'*M]
+            return flat.view(a.shape[0], a.shape[1], b.shape[0], b.shape[1]).permute(0, 2, 1, 3)
         if b_mask.shape != b.shape[:2] or b_mask.dtype != torch.bool:
             raise ValueError(f"b_mask must be a bool [B', M] = {tuple(b.shape[:2])}, got {b_mask.dtype} {tuple(b_mask.shape)}")
         hb = F.linear(b[b_mask], w_b, self.first.bias)  # [S, H], the S real sentences
-        real = self.rest(ha[:, :, None, :] + hb[None, None, :, :]).squeeze(-1)  # [B, N, S]
+        real = self._pair_mlp(ha.reshape(-1, ha.shape[-1]), hb).view(a.shape[0], a.shape[1], -1)  # [B, N, S]
         n_b, n_m = b_mask.shape
         flat = real.new_zeros(n_b * n_m, a.shape[0], a.shape[1])
         flat = flat.index_put((b_mask.reshape(-1).nonzero().squeeze(1),), real.permute(2, 0, 1))

@@ -27,7 +27,7 @@ from localign.distributed import gather_with_grad
 from localign.losses import double_softmax_attention, limitr_external_loss, limitr_global_loss, limitr_internal_loss, masked_softmax
 from localign.models.config import LimitrLossConfig, MethodConfig
 from localign.models.image import ImageFeatures
-from localign.models.heads import SelfAttentionAggregator, limitr_alignment, sincos_positional_encoding_2d
+from localign.models.heads import SelfAttentionAggregator, limitr_pair_scores, sincos_positional_encoding_2d
 from localign.models.methods.base import PretrainOutput, chunked_pairwise
 from localign.models.methods.gloria import WordRegionModel
 from localign.models.text import TokenStates, merge_word_pieces
@@ -57,10 +57,13 @@ class Limitr(WordRegionModel):
     def pair_scores(self, img: dict[str, Tensor], rep: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """``(S_cap, S_img)``, both ``[B_img, B_txt]`` sigmoid scores for every (image, report) pair.
 
-        With ``loss.pair_chunk`` set and gradients enabled, the images are scored in chunks under
-        activation checkpointing: the same scores, with the ``[chunk, B_txt, T or R, D]`` tensors
-        recomputed in backward instead of ``[B_img, B_txt, ...]`` ones kept (dropout masks are
-        replayed, as checkpointing restores the RNG state).
+        The pairs are always scored in small blocks (a few images x a few reports of similar length,
+        :func:`~localign.models.heads.limitr_pair_scores`), never as ``[B_img, B_txt, T or R, D]``
+        temporaries; autograd keeps the blocks' activations. With ``loss.pair_chunk`` set and
+        gradients enabled, the images are in addition scored in chunks under activation
+        checkpointing: the same scores, with the chunks' activations recomputed in backward instead
+        of kept (dropout masks are replayed, as checkpointing restores the RNG state). That trades
+        about one extra forward for memory; leave it unset unless memory is short.
         """
         chunk = self.config.loss.pair_chunk
         n = img["keys"].shape[0]
@@ -74,21 +77,10 @@ class Limitr(WordRegionModel):
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     def _pair_scores(self, keys: Tensor, regions: Tensor, words: Tensor, word_mask: Tensor) -> tuple[Tensor, Tensor]:
-        lam = self.config.loss.lam
-        # keys, regions: [Bi, R, D]; words: [Bt, T, D]; word_mask: [Bt, T]
-        bi, bt = keys.shape[0], words.shape[0]
-        # caption direction: queries = words of report t, keys = regions of image i -> [Bi, Bt, T, D]
-        w = words[None].expand(bi, -1, -1, -1)
-        k = keys[:, None].expand(-1, bt, -1, -1)
-        qmask = word_mask[None].expand(bi, -1, -1)
-        a_cap = limitr_alignment(w, k, w, lam, query_mask=qmask)
-        s_cap, _ = self.aggregate(a_cap, qmask)
-        # image direction: queries = regions of image i, keys = words of report t -> [Bi, Bt, R, D]
-        v = regions[:, None].expand(-1, bt, -1, -1)
-        kv = keys[:, None].expand(-1, bt, -1, -1)
-        a_img = limitr_alignment(kv, w, v, lam, key_mask=qmask)
-        s_img, _ = self.aggregate(a_img)
-        return torch.sigmoid(self.score_caption(s_cap)).squeeze(-1), torch.sigmoid(self.score_image(s_img)).squeeze(-1)
+        # keys, regions: [Bi, R, D]; words: [Bt, T, D]; word_mask: [Bt, T]. Scored in small blocks without
+        # [Bi, Bt, T or R, D] tensors (heads.limitr_pair_scores); the same function as the broadcast form.
+        return limitr_pair_scores(self.aggregate, self.score_caption, self.score_image, keys, regions, words, word_mask,
+                                  self.config.loss.lam)
 
     def released_word_layout(self, states: TokenStates, text: TextBatch) -> dict[str, Tensor]:
         """The released code's word set for its internal loss (bug-compatible mode).
