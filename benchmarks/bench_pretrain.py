@@ -17,8 +17,14 @@ encoders with random weights of the same shapes (ResNet-50 at 224 px, 299 px ins
 a 12-layer 768-wide BERT like Bio_ClinicalBERT; Liao et al.'s ResNets at 256 px) and batch sizes
 (LoVT/ConVIRT/CLIP 32, GLoRIA/LIMITR 48, local MI 8 in the repository — we use 32 for comparability).
 
+With ``--recipe demo`` the text tower is locked (``text.freeze``) and reads its token states from
+a :mod:`~localign.models.text_cache` built over the batch's sequences, as a demo run does; the row
+then also has ``image_s`` (forward + backward of the image encoder alone) and ``ratio_to_image``
+(``step_s / image_s``: what the heads, the objective and the cached text add to the image encoder).
+
     python benchmarks/bench_pretrain.py --sizes demo --out benchmarks/results/pretrain_cpu.csv
     python benchmarks/bench_pretrain.py --sizes paper --methods lovt limitr --repeats 2
+    python benchmarks/bench_pretrain.py --recipe demo --sizes demo paper --out benchmarks/results/pretrain_cpu_recipe_demo.csv
 """
 
 from __future__ import annotations
@@ -70,17 +76,27 @@ def synthetic_reports(cfg, batch: int, seed: int = 0):
     return reports
 
 
-def run_one(name: str, size: str, repeats: int, device: str) -> dict:
+def run_one(name: str, size: str, repeats: int, device: str, recipe: str = "paper") -> dict:
+    import tempfile
+
     import torch
 
-    from localign.data.text import SpecialTokens, collate_reports
+    from localign.config import replace
+    from localign.data.text import SpecialTokens, collate_reports, tower_sequences
     from localign.models import build_model
+    from localign.models.text_cache import build_token_state_cache
 
     torch.manual_seed(0)
     cfg, batch = method_config(name, size)
+    if recipe == "demo":
+        cfg = replace(cfg, **{"text.freeze": True, "text_input.sentence_shuffling": None})
     model = build_model(cfg).to(device).train()
     special = SpecialTokens(cls=101, sep=102, pad=0)
-    text = collate_reports(synthetic_reports(cfg, batch), cfg.text_input, special).to(device)
+    reports = synthetic_reports(cfg, batch)
+    text = collate_reports(reports, cfg.text_input, special).to(device)
+    if recipe == "demo":
+        model.text_encoder.state_cache = build_token_state_cache(model.text_encoder, tower_sequences(reports, cfg.text_input, special),
+                                                                 tempfile.mkdtemp(prefix="bench-text-states-"))
     s = cfg.image.input_size
     images = torch.randn(batch, 1, s, s, device=device)
     ids = torch.arange(batch, device=device)
@@ -119,13 +135,21 @@ def run_one(name: str, size: str, repeats: int, device: str) -> dict:
             times.append(time.perf_counter() - t0)
         return statistics.median(times)
 
+    def image_only():
+        feats = model.image_encoder(images)
+        loss = feats.regions.float().mean() + feats.pooled.float().mean()
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
+    image = timed(image_only)
     enc = timed(encoders_only)
     step = timed(full_step)
     row = {"method": name, "size": size, "batch": batch, "image": f"{cfg.image.arch}@{s}" + (f"->{cfg.image.upsample_to}" if cfg.image.upsample_to else ""),
            "text": f"{dict(cfg.text.tiny or ()).get('num_hidden_layers', 6)}x{dict(cfg.text.tiny or ()).get('hidden_size', 384)}",
            "step_s": round(step, 3), "encoders_s": round(enc, 3), "overhead": round(step / enc - 1, 3),
+           "image_s": round(image, 3), "ratio_to_image": round(step / image, 3), "recipe": recipe,
            "samples_per_s": round(batch / step, 2), "device": device, "threads": torch.get_num_threads()}
     if device.startswith("cuda"):
         row["peak_cuda_gb"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
@@ -165,11 +189,12 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--data", default=None, help="a prepared dataset to time the data pipeline on")
+    p.add_argument("--recipe", default="paper", choices=("paper", "demo"), help="demo: locked text tower reading cached states")
     p.add_argument("--out", default=None, help="CSV to write")
     p.add_argument("--one", nargs=2, metavar=("METHOD", "SIZE"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:  # child process: one configuration, JSON on the last line
-        print(json.dumps(run_one(args.one[0], args.one[1], args.repeats, args.device)))
+        print(json.dumps(run_one(args.one[0], args.one[1], args.repeats, args.device, args.recipe)))
         return
     import pandas as pd
 
@@ -179,7 +204,7 @@ def main() -> None:
         print(rows[-1], flush=True)
     for size in args.sizes:
         for name in args.methods:
-            cmd = [sys.executable, __file__, "--one", name, size, "--repeats", str(args.repeats), "--device", args.device]
+            cmd = [sys.executable, __file__, "--one", name, size, "--repeats", str(args.repeats), "--device", args.device, "--recipe", args.recipe]
             proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
             if proc.returncode != 0:
                 print(f"{name}/{size} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)

@@ -100,3 +100,19 @@ def test_readme_and_report_plan_use_the_demo_recipe():
     pretrain = [e for e in plan["notebooks"] if e["notebook"] == "03_pretrain"]
     assert pretrain and all(e.get("parameters", {}).get("recipe", "demo") == "demo" for e in pretrain)
     assert set(RECIPES) == {"paper", "demo"}
+
+
+def test_readme_tables_are_what_the_demo_runs_measured():
+    """The README's and the benchmarks' demo tables are rendered from the measured CSV, never typed."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("demo_runs", ROOT / "benchmarks" / "demo_runs.py")
+    demo_runs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo_runs)
+    assert demo_runs.CSV.is_file(), "benchmarks/results/demo_runs.csv is missing: run benchmarks/demo_runs.py"
+    df = demo_runs.load()
+    assert set(df["method"]) == set(demo_runs.METHODS)
+    block = demo_runs.render(df)
+    for path in (ROOT / "README.md", ROOT / "benchmarks" / "README.md"):
+        text = path.read_text()
+        assert demo_runs.splice(text, block) == text, f"{path.name}: the demo-runs table differs from benchmarks/results/demo_runs.csv"
