@@ -487,6 +487,21 @@ def _train_epoch(ddp: nn.Module, model: PretrainModel, loader: DataLoader, opt: 
             interval.clear()
             n_interval, t_interval = 0, time.time()
 
+    def after_step(grad_norm: float) -> bool:
+        """Log, checkpoint (every ``checkpoint_every`` steps); True when ``max_steps`` is reached."""
+        nonlocal t_epoch
+        log_step(grad_norm)
+        if save is not None and config.checkpoint_every and state["step"] % config.checkpoint_every == 0:
+            state["train_time"] += time.time() - t_epoch
+            t_epoch = time.time()
+            save(ckpt_dir / "last.pt")
+        if config.max_steps is not None and state["step"] >= config.max_steps:
+            state["train_time"] += time.time() - t_epoch
+            if bar is not None:
+                bar.close()
+            return True
+        return False
+
     opt.zero_grad()
     t_epoch = time.time()
     n_batches = len(loader)
@@ -508,21 +523,15 @@ def _train_epoch(ddp: nn.Module, model: PretrainModel, loader: DataLoader, opt: 
             bar.update(1)
         if micro % accumulate != 0:
             continue
-        grad_norm = optimizer_step()
-        log_step(grad_norm)
-        if save is not None and config.checkpoint_every and state["step"] % config.checkpoint_every == 0:
-            state["train_time"] += time.time() - t_epoch
-            t_epoch = time.time()
-            save(ckpt_dir / "last.pt")
-        if config.max_steps is not None and state["step"] >= config.max_steps:
-            state["train_time"] += time.time() - t_epoch
-            if bar is not None:
-                bar.close()
+        if after_step(optimizer_step()):
             return True
     if micro % accumulate != 0:
         # The epoch ended inside an accumulation window: step on what was accumulated (as Lightning
         # does), so that a short epoch still trains and steps_per_epoch = ceil(batches / accumulate).
-        log_step(optimizer_step())
+        # It is a step like any other: it logs, checkpoints and counts towards max_steps (with fewer
+        # micro-batches per epoch than `accumulate`, it is the only step of every epoch).
+        if after_step(optimizer_step()):
+            return True
     state["train_time"] += time.time() - t_epoch
     if bar is not None:
         bar.close()
