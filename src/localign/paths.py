@@ -61,7 +61,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:  # text written as is
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
