@@ -98,6 +98,11 @@ PREPARED_CASES = {
                                 r"manifest\.csv: column 'n_tokens' does not hold int values"),
     "sentences not a JSON list": (lambda p: _edit_cell(p / "manifest.csv", "sentences", "[unclosed"),
                                   r"manifest\.csv: column 'sentences' does not hold json values"),
+    "images.csv not UTF-8": (lambda p: (p / "images.csv").write_bytes(b"dicom_id,path\n\xff\xfe,x\n"),
+                             r"images\.csv: not a readable CSV file \(UnicodeDecodeError"),
+    "labels.csv with an unclosed quote": (lambda p: (p / "labels.csv").write_text('subject_id,study_id\n1,"2\n'),
+                                          r"labels\.csv: not a readable CSV file \(ParserError"),
+    "skipped.csv empty": (lambda p: (p / "skipped.csv").write_text(""), r"skipped\.csv: not a readable CSV file \(EmptyDataError"),
 }
 
 
