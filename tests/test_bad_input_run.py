@@ -21,7 +21,6 @@ from torch.utils._pytree import tree_flatten
 from localign import cli
 from localign.data.images import ImageReadError
 from localign.data.manifest import load_prepared
-from localign.data.text import SpecialTokens
 from localign.data.tokenize import load_tokenizer
 from localign.train import load_image_encoder, load_run, pretrain
 from localign.train.augment import eval_transform, train_transform
