@@ -305,6 +305,7 @@ def test_counts_at_every_step(fake: Fixture, tmp_path: Path) -> None:
         (13, 2, "view_not_selected"),
         (12, 1, "image_file_missing"),
         (11, 1, "image_unreadable"),
+        (11, 0, "image_degenerate_geometry"),
         (6, 0, ""),  # frontal images of the kept studies
     ]
     assert steps(ds, "studies") == [
@@ -473,9 +474,11 @@ def test_ms_cxr_phrases(fake: Fixture, tmp_path: Path) -> None:
     assert steps(ds, "ms_cxr") == [
         (9, 0, ""),
         (8, 0, ""),
+        (8, 0, "not_in_metadata"),
         (7, 1, "unknown_category"),
         (6, 1, "image_file_missing"),
         (6, 0, "image_unreadable"),
+        (6, 0, "image_degenerate_geometry"),
         (5, 1, "image_size_mismatch"),
         (4, 1, "box_nonpositive_size"),
         (3, 1, "box_outside_image"),

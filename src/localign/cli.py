@@ -3,13 +3,19 @@
 Each subcommand lives next to the code it runs, in a module that defines
 ``add_arguments(parser)`` and ``main(args) -> int``. This file only dispatches, importing the module
 of the chosen command, so ``localign --help`` stays fast.
+
+A user error (bad data, a bad parameter, a missing file, a corrupt checkpoint) is printed as one
+line ``localign <command>: error: ...`` and exits with status 2; any other exception keeps its
+traceback, as does every exception when ``LOCALIGN_TRACEBACK=1``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+from pathlib import Path
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -34,6 +40,26 @@ def parse_set(items: list[str], example: str) -> dict:
             raise SystemExit(f"--set expects KEY=VALUE (e.g. {example}), got {item!r}")
         out[key] = yaml.safe_load(value)
     return out
+
+
+# The types localign raises for bad input (ImageReadError and CheckpointError are OSError and
+# ValueError; StanzaUnavailableError a RuntimeError).
+USER_ERRORS = (ValueError, OSError, ImportError, RuntimeError)
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def is_user_error(err: BaseException) -> bool:
+    """Whether ``err`` is one of localign's own errors about the user's input: a :data:`USER_ERRORS`
+    type raised in localign's code. The same types raised inside torch, pandas, ... are unexpected
+    and keep their traceback."""
+    if not isinstance(err, USER_ERRORS):
+        return False
+    tb = err.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(_PACKAGE)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = argparse.ArgumentParser(prog=f"localign {name}", description=help_text)
     module.add_arguments(sub)
     args = sub.parse_args(rest)
-    return int(module.main(args) or 0)
+    try:
+        return int(module.main(args) or 0)
+    except Exception as err:
+        if not is_user_error(err) or os.environ.get("LOCALIGN_TRACEBACK") == "1":
+            raise
+        print(f"localign {name}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
-"""Where localign keeps generated data: one cache folder, never inside the git tree by default."""
+"""Where localign keeps generated data (one cache folder, never inside the git tree by default),
+and small file helpers: what is wrong with a path, and atomic text writes."""
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
 
 
@@ -24,3 +27,46 @@ def repo_root() -> Path | None:
         if (parent / "pyproject.toml").is_file() and (parent / "src" / "localign").is_dir():
             return parent
     return None
+
+
+def file_problem(path: str | Path) -> tuple[bool, str] | None:
+    """None when ``path`` is a regular file (after symbolic links), else ``(missing, reason)``.
+
+    ``missing`` is True when nothing is there (or a symbolic link points to nothing); otherwise
+    something is there that cannot be read as a file: a symbolic link loop, a folder, a device, or
+    a permission problem. ``Path.is_file()`` answers False to all of these alike, which reported a
+    symbolic link loop as "file not found".
+    """
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if path.is_symlink():
+            return True, f"broken symbolic link (to {os.readlink(path)}, which does not exist)"
+        return True, "file not found"
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return False, "symbolic link loop (the link, or a folder on its path, points back to itself)"
+        return False, f"{type(err).__name__}: {err.strerror or err}"
+    if stat.S_ISDIR(mode):
+        return False, "is a folder, not a file"
+    if not stat.S_ISREG(mode):
+        return False, "not a regular file"
+    return None
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder, fsynced and renamed:
+    a reader (or a run killed mid-write) never leaves a partial file at ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:  # text written as is
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path

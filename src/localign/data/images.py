@@ -13,17 +13,58 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from localign.paths import file_problem
+
 DICOM_SUFFIXES = (".dcm", ".dicom")
 IMAGE_CHECK_MODES = ("decode", "header", "none")
 
+# Geometry no radiograph has: `localign prepare` skips such images (reason
+# ``image_degenerate_geometry``). A chest film is about 1:1.2; a 4:1 image is a strip, not a
+# radiograph, and padding a 10000x10 one to a square would cost 400 MB per sample. The smallest
+# side allowed is 16 px so that the tiny SynthCXR test sets (32 px, frontal widths down to 16)
+# stay valid; real radiographs are thousands of pixels.
+MAX_ASPECT_RATIO = 4.0
+MIN_IMAGE_SIDE = 16
+
+# Errors PIL raises for files it cannot decode. DecompressionBombError is not an OSError: it is
+# raised for a header that claims more than 2 * Image.MAX_IMAGE_PIXELS pixels (an 8x8 JPEG can
+# claim 30000x30000) before any pixel is read.
+_PIL_ERRORS = (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError)
+
 
 class ImageReadError(OSError):
-    """An image file is missing, truncated, corrupt or in an unsupported format."""
+    """An image file is missing, truncated, corrupt or in an unsupported format.
 
-    def __init__(self, path: str | Path, reason: str) -> None:
+    :ivar missing: True when there is no file at the path (nothing, or a symbolic link to nothing)
+    """
+
+    def __init__(self, path: str | Path, reason: str, missing: bool = False) -> None:
         self.path = Path(path)
         self.reason = reason
+        self.missing = missing
         super().__init__(f"cannot read image {self.path}: {reason}")
+
+
+def geometry_problem(height: int, width: int) -> str:
+    """Why an image of ``height`` x ``width`` pixels is not a usable radiograph ('' if it is).
+
+    >>> geometry_problem(100, 1000)
+    '1000x100 px: aspect ratio 10 > 4'
+    """
+    long_side, short_side = max(height, width), min(height, width)
+    if short_side < MIN_IMAGE_SIDE:
+        return f"{width}x{height} px: smallest side {short_side} < {MIN_IMAGE_SIDE}"
+    if long_side > MAX_ASPECT_RATIO * short_side:
+        return f"{width}x{height} px: aspect ratio {long_side / short_side:.3g} > {MAX_ASPECT_RATIO:g}"
+    return ""
+
+
+def _require_file(path: Path) -> None:
+    """Raise :class:`ImageReadError` unless ``path`` is a regular file, saying what is there instead."""
+    problem = file_problem(path)
+    if problem is not None:
+        missing, reason = problem
+        raise ImageReadError(path, reason, missing=missing)
 
 
 def _require_pydicom():  # noqa: ANN202  (returns the module)
@@ -86,8 +127,7 @@ def load_image(path: str | Path) -> np.ndarray:
     :raises ImportError: for a DICOM file when pydicom is not installed
     """
     path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(path, "file not found")
+    _require_file(path)
     if _is_dicom(path):
         return _load_dicom(path)
     try:
@@ -97,7 +137,7 @@ def load_image(path: str | Path) -> np.ndarray:
                 pixels = np.asarray(image)
             else:
                 pixels = np.asarray(image.convert("L"))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+    except _PIL_ERRORS as err:
         raise ImageReadError(path, f"{type(err).__name__}: {err}") from err
     if pixels.ndim != 2:
         raise ImageReadError(path, f"expected a 2-D grayscale image, got shape {pixels.shape}")
@@ -122,8 +162,7 @@ def read_image_size(path: str | Path, mode: str = "decode") -> tuple[int, int] |
     if mode == "decode":
         pixels = load_image(path)
         return int(pixels.shape[0]), int(pixels.shape[1])
-    if not path.is_file():
-        raise ImageReadError(path, "file not found")
+    _require_file(path)
     if _is_dicom(path):
         pydicom = _require_pydicom()
         try:
@@ -134,6 +173,6 @@ def read_image_size(path: str | Path, mode: str = "decode") -> tuple[int, int] |
     try:
         with Image.open(path) as image:
             width, height = image.size
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+    except _PIL_ERRORS as err:
         raise ImageReadError(path, f"{type(err).__name__}: {err}") from err
     return int(height), int(width)

@@ -185,9 +185,13 @@ def write_table(df: pd.DataFrame, path: str | Path, schema: dict[str, str]) -> P
 def read_table(path: str | Path, schema: dict[str, str] | None) -> pd.DataFrame:
     """Read a table written by :func:`write_table`, restoring dtypes and decoding list columns."""
     path = Path(path)
-    if schema is None:
-        return pd.read_csv(path)
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        if schema is None:
+            return pd.read_csv(path)
+        df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        # pandas' messages do not name the file
+        raise ValueError(f"{path}: not a readable CSV file ({type(err).__name__}: {err}); re-run `localign prepare`") from err
     missing = [c for c in schema if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: not a localign prepared table, missing columns {missing}")

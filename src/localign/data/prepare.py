@@ -44,7 +44,7 @@ from localign.progress import tqdm
 
 from localign.config import config_to_dict
 from localign.data import layout
-from localign.data.images import IMAGE_CHECK_MODES, ImageReadError, read_image_size
+from localign.data.images import IMAGE_CHECK_MODES, ImageReadError, geometry_problem, read_image_size
 from localign.data.manifest import (
     EDEMA_SCHEMA,
     FORMAT_NAME,
@@ -83,6 +83,7 @@ from localign.data.sources import (
     read_ms_cxr,
     read_rsna_labels,
 )
+from localign.paths import file_problem
 
 log = logging.getLogger(__name__)
 
@@ -259,17 +260,17 @@ def format_counts(counts: list[dict[str, Any]]) -> str:
 
 
 def _check_one(path: Path, mode: str) -> tuple[str, int | None, int | None, str]:
-    """(status, height, width, detail) with status ok / missing / unreadable."""
+    """(status, height, width, detail) with status ok / missing / unreadable / degenerate
+    (a size no radiograph has: :func:`~localign.data.images.geometry_problem`)."""
     if mode == "none":
         return "ok", None, None, ""
-    if not path.is_file():
-        return "missing", None, None, "file not found"
     try:
         size = read_image_size(path, mode)
     except ImageReadError as err:
-        return "unreadable", None, None, err.reason
+        return ("missing" if err.missing else "unreadable"), None, None, err.reason
     assert size is not None
-    return "ok", size[0], size[1], ""
+    problem = geometry_problem(*size)
+    return ("degenerate" if problem else "ok"), size[0], size[1], problem
 
 
 class _ImageChecker:
@@ -419,6 +420,15 @@ def _select_images(
             detail=lambda f: f["path"] + ": " + f["_detail"],
             **ids,
         )
+        images = ledger.step(
+            "images",
+            "image geometry usable",
+            images,
+            status[images.index] == "degenerate",
+            "image_degenerate_geometry",
+            detail=lambda f: f["path"] + ": " + f["_detail"],
+            **ids,
+        )
     return images.rename(columns={"ViewPosition": "view_position"})[
         ["dicom_id", "subject_id", "study_id", "split", "view_position", "path", "height", "width"]
     ].reset_index(drop=True)
@@ -505,8 +515,11 @@ def _build_manifest(
         fields: dict[str, Any] = {}
         detail = rel
         report = reports / rel
-        if not report.is_file():
+        problem = file_problem(report)
+        if problem is not None and problem[0]:
             reason = "report_missing"
+        elif problem is not None:  # something is there but is no readable file (a link loop, a folder)
+            reason, detail = "report_unreadable", f"{rel}: {problem[1]}"
         else:
             try:
                 text = report.read_text(encoding="utf-8")
@@ -655,15 +668,20 @@ def _build_ms_cxr(
     )
     image_problem = pd.Series("", index=boxes.index)
     image_problem = image_problem.mask(status == "missing", "image_file_missing")
+    # A dicom_id the metadata does not know is not a MIMIC-CXR image, whether or not a file exists.
+    image_problem = image_problem.mask(~boxes["dicom_id"].isin(meta["dicom_id"]), "not_in_metadata")
     image_problem = image_problem.mask(status == "unreadable", "image_unreadable")
+    image_problem = image_problem.mask(status == "degenerate", "image_degenerate_geometry")
     image_problem = image_problem.mask((image_problem == "") & mismatch, "image_size_mismatch")
     problem = image_problem.mask(image_problem == "", box_problem)
 
     phrases = []
     order = [
+        "not_in_metadata",
         "unknown_category",
         "image_file_missing",
         "image_unreadable",
+        "image_degenerate_geometry",
         "image_size_mismatch",
         "box_nonpositive_size",
         "box_outside_image",
@@ -759,6 +777,7 @@ def _build_edema(
     rows = rows.assign(path=_relative_paths(rows))
     results = checker.check([jpg / p for p in rows["path"]], "checking edema images")
     status = pd.Series([r[0] for r in results], index=rows.index)
+    rows = rows.assign(_detail=[r[3] for r in results])
     rows = ledger.step(
         "edema",
         "image file present",
@@ -775,6 +794,15 @@ def _build_edema(
         status[rows.index] == "unreadable",
         "image_unreadable",
         detail=lambda f: f["path"],
+        **ids,
+    )
+    rows = ledger.step(
+        "edema",
+        "image geometry usable",
+        rows,
+        status[rows.index] == "degenerate",
+        "image_degenerate_geometry",
+        detail=lambda f: f["path"] + ": " + f["_detail"],
         **ids,
     )
     rows = rows.rename(columns={"ViewPosition": "view_position"})
@@ -854,6 +882,15 @@ def _build_rsna(root: Path, config: PrepareConfig, checker: _ImageChecker, ledge
         table,
         status[table.index] == "unreadable",
         "image_unreadable",
+        items=lambda f: f["patientId"],
+        detail=lambda f: f["path"] + ": " + f["_detail"],
+    )
+    table = ledger.step(
+        "rsna",
+        "image geometry usable",
+        table,
+        status[table.index] == "degenerate",
+        "image_degenerate_geometry",
         items=lambda f: f["patientId"],
         detail=lambda f: f["path"] + ": " + f["_detail"],
     )

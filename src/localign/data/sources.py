@@ -12,6 +12,9 @@ table and the RSNA Pneumonia ``stage_2_train_labels.csv``.
 
 from __future__ import annotations
 
+import gzip
+import lzma
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,7 +50,13 @@ def read_table(path: str | Path, required: Sequence[str]) -> pd.DataFrame:
         raise FileNotFoundError(f"{path} not found")
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, EOFError) as err:
+    except (zlib.error, gzip.BadGzipFile, lzma.LZMAError, EOFError) as err:
+        # A damaged or truncated .csv.gz (zlib.error is no OSError and would escape unnamed).
+        raise ValueError(
+            f"{path}: the compressed file is damaged or truncated ({type(err).__name__}: {err}); "
+            "download it again (and compare its checksum with the published SHA256SUMS)"
+        ) from err
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as err:
         raise ValueError(f"{path}: not a readable CSV file ({type(err).__name__}: {err})") from err
     df.columns = [str(c).strip() for c in df.columns]
     for column in required:

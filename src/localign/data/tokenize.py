@@ -47,23 +47,62 @@ def _offline_hint(name: str) -> str:
     )
 
 
+def _offline_requested() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+
+
+def hub_unreachable(timeout: float = 5.0) -> str | None:
+    """None when the Hugging Face Hub answers one request within ``timeout`` seconds, else why not.
+
+    transformers retries a failed download five times with backoff, per file (52 s for a tokenizer
+    and a model on a machine without network); one quick request first lets an offline machine
+    fail at once.
+    """
+    try:
+        from huggingface_hub import constants
+        from huggingface_hub.utils import get_session
+
+        get_session().head(constants.ENDPOINT, timeout=timeout)  # any HTTP answer means reachable
+    except Exception as err:  # noqa: BLE001  (connection errors come in many types)
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def from_pretrained(factory, name_or_path: str, **kwargs):
+    """``factory.from_pretrained`` (AutoTokenizer, AutoConfig, AutoModel) for a hub id, local folder or
+    ``minilm``: local files first, the network only when the user allows it and the Hub answers,
+    and otherwise at once an error that names the model and says how to get it."""
+    path = resolve_text_model(name_or_path)
+    if Path(path).is_dir():
+        return factory.from_pretrained(path, **kwargs)
+    try:
+        return factory.from_pretrained(path, local_files_only=True, **kwargs)
+    except (OSError, ValueError):
+        pass
+    if _offline_requested():
+        raise OSError(_offline_hint(name_or_path))
+    unreachable = hub_unreachable()
+    if unreachable is not None:
+        raise OSError(f"{_offline_hint(name_or_path)} (The Hugging Face Hub did not answer: {unreachable}.)")
+    try:
+        return factory.from_pretrained(path, **kwargs)
+    except Exception as e:  # network errors come in many types
+        raise OSError(_offline_hint(name_or_path)) from e
+
+
 def load_tokenizer(name_or_path: str):
     """A fast BERT tokenizer from a hub id or folder; cached files first, a clear error offline."""
     from transformers import AutoTokenizer
 
-    path = resolve_text_model(name_or_path)
-    if Path(path).is_dir():
-        return AutoTokenizer.from_pretrained(path)
-    try:
-        return AutoTokenizer.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError):
-        pass
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise OSError(_offline_hint(name_or_path))
-    try:
-        return AutoTokenizer.from_pretrained(path)
-    except Exception as e:  # network errors come in many types
-        raise OSError(_offline_hint(name_or_path)) from e
+    return from_pretrained(AutoTokenizer, name_or_path)
+
+
+def load_text_config(name_or_path: str):
+    """The transformers config of a text model (hub id, folder or ``minilm``), with the same
+    offline behaviour as :func:`load_tokenizer`."""
+    from transformers import AutoConfig
+
+    return from_pretrained(AutoConfig, name_or_path)
 
 
 def tokenizer_fingerprint(tokenizer) -> str:

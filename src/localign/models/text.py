@@ -16,14 +16,12 @@ them into what each paper uses:
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from localign.data.tokenize import _offline_hint, load_tokenizer, resolve_text_model
+from localign.data.tokenize import from_pretrained, load_tokenizer
 from localign.models.config import TextEncoderConfig
 
 log = logging.getLogger(__name__)
@@ -49,29 +47,13 @@ def load_bert(config: TextEncoderConfig) -> nn.Module:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a bar per weight load clutters notebooks and logs
-    path = resolve_text_model(config.model)
     if config.random_init:
         if config.tiny is not None:
             base = BertConfig(**dict(config.tiny), vocab_size=load_tokenizer(config.model).vocab_size)
         else:
-            base = _from_pretrained(AutoConfig, path, config.model)
+            base = from_pretrained(AutoConfig, config.model)
         return AutoModel.from_config(base)
-    return _from_pretrained(AutoModel, path, config.model)
-
-
-def _from_pretrained(factory, path: str, name: str):
-    if Path(path).is_dir():
-        return factory.from_pretrained(path)
-    try:
-        return factory.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError):
-        pass
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise OSError(_offline_hint(name))
-    try:
-        return factory.from_pretrained(path)
-    except Exception as e:
-        raise OSError(_offline_hint(name)) from e
+    return from_pretrained(AutoModel, config.model)
 
 
 class TextEncoder(nn.Module):

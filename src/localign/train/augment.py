@@ -5,7 +5,9 @@ from torch's global RNG: the augmentation of a sample does not depend on the num
 workers, on DDP, or on whether the run was resumed, and dropout's RNG stream is left untouched.
 
 Evaluation geometry (LoVT): zero-pad to a square, resize to the input size. The same geometry is
-recorded with exported encoders so that grounding maps can be mapped back to original pixels.
+recorded with exported encoders so that grounding maps can be mapped back to original pixels. It is
+computed the other way round (resize the longer side, then pad), which places the image the same
+way to within a pixel but never allocates the max(H, W)² square: a 20000x10 image would need 1.5 GB.
 """
 
 from __future__ import annotations
@@ -33,9 +35,22 @@ def resize(image: Tensor, size: int) -> Tensor:
     return TF.resize(image, [size, size], antialias=True)
 
 
+def resize_longer_side(image: Tensor, size: int) -> Tensor:
+    """Resize ``[C, H, W]`` keeping its aspect ratio so that max(H, W) becomes ``size``."""
+    _, h, w = image.shape
+    scale = size / max(h, w)
+    return TF.resize(image, [max(1, round(h * scale)), max(1, round(w * scale))], antialias=True)
+
+
+def pad_resize(image: Tensor, size: int) -> Tensor:
+    """The ``pad_resize`` geometry: centrally zero-padded to a square and resized to ``size``,
+    computed as resize-then-pad (memory of the output, not of the padded original)."""
+    return pad_to_square(resize_longer_side(image, size))
+
+
 def eval_transform(image: Tensor, size: int) -> Tensor:
     """Validation/test preprocessing: pad to square, resize to ``size`` (values stay in [0, 1])."""
-    return resize(pad_to_square(image), size)
+    return pad_resize(image, size)
 
 
 def _uniform(rng: np.random.Generator, bounds: tuple[float, float]) -> float:
@@ -66,7 +81,7 @@ def train_transform(image: Tensor, size: int, config: AugmentConfig, rng: np.ran
     elif config.crop == "random":
         # GLoRIA/LIMITR: longer side -> 256/224 * size, zero-pad to square, random crop of `size`.
         big = int(round(size * 256 / 224))
-        image = resize(pad_to_square(image), big)
+        image = pad_resize(image, big)
         top, left = int(rng.integers(0, big - size + 1)), int(rng.integers(0, big - size + 1))
         image = image[:, top : top + size, left : left + size]
     elif config.crop == "none":

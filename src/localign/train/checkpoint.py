@@ -30,18 +30,38 @@ ENCODER_FORMAT = "localign-image-encoder"
 FORMAT_VERSION = 1
 
 
+class CheckpointError(ValueError):
+    """A checkpoint file exists but cannot be read (truncated, corrupt, or not a localign checkpoint)."""
+
+
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to ``path.tmp<pid>`` then ``os.replace``: readers never see a partial file."""
+    """``torch.save`` to ``.<name>.tmp<pid>``, fsync, then ``os.replace``: readers never see a
+    partial file, and after a power loss the rename cannot land before the data (without the fsync
+    a journaling file system may commit the rename first and leave an empty ``last.pt``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the ``.<name>.tmp<pid>`` files that :func:`atomic_save` leaves when its process is
+    killed mid-write (they are never complete and never read); returns what was removed."""
+    removed = []
+    for tmp in sorted(Path(folder).glob(".*.tmp[0-9]*")):
+        if tmp.is_file():
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
 
 
 def rng_state() -> dict[str, Any]:
@@ -68,14 +88,46 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a training checkpoint (``weights_only=True``) and check its format."""
+def read_torch_file(path: Path, map_location, hint: str) -> Any:
+    """``torch.load(weights_only=True)`` with an error that names the file and says what to do.
+
+    A damaged file fails in many ways inside torch (RuntimeError from the zip reader, EOFError,
+    UnpicklingError, KeyError from the legacy loader on arbitrary bytes, ...): all of them mean the
+    file cannot be used, so all become one :class:`CheckpointError`.
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001  (see the docstring)
+        first = (str(err).splitlines() or [""])[0]
+        cut = first.find(". ")
+        reason = first[: cut + 1] if 0 < cut < len(first) - 1 else first
+        raise CheckpointError(
+            f"{path} ({path.stat().st_size:,} bytes) is truncated or corrupt and cannot be loaded "
+            f"({type(err).__name__}{': ' + reason if reason else ''}); {hint}"
+        ) from err
+
+
+#: What to do about an unreadable checkpoint, when resuming and when evaluating.
+RESUME_HINT = (
+    "copy checkpoints/best.pt over it to resume from the best epoch, or start the run over without --resume "
+    "(in a new --out folder)"
+)
+CHECKPOINT_HINT = f"to resume, {RESUME_HINT}; to evaluate, use the run's other checkpoint (--checkpoint best or last)"
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", hint: str = CHECKPOINT_HINT) -> dict[str, Any]:
+    """Read a training checkpoint (``weights_only=True``) and check its format.
+
+    :param hint: what the user can do, appended to the error for an unreadable file
+    :raises FileNotFoundError: when there is no file
+    :raises CheckpointError: naming the file, for a truncated, corrupt or foreign file
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    ckpt = read_torch_file(path, map_location, hint)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a localign training checkpoint")
+        raise CheckpointError(f"{path} is not a localign training checkpoint")
     return ckpt
 
 
@@ -102,9 +154,9 @@ def load_image_encoder(path: str | Path, map_location: str | torch.device = "cpu
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"encoder export not found: {path}")
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+    payload = read_torch_file(path, map_location, "re-export it from its run folder's checkpoints/best.pt (see localign.train.load_run)")
     if not isinstance(payload, dict) or payload.get("format") != ENCODER_FORMAT:
-        raise ValueError(f"{path} is not a localign image-encoder export (format {ENCODER_FORMAT!r})")
+        raise CheckpointError(f"{path} is not a localign image-encoder export (format {ENCODER_FORMAT!r})")
     config = config_from_dict(ImageEncoderConfig, {**payload["config"], "weights": None})
     encoder = ImageEncoder(config)
     encoder.load_state_dict(payload["state_dict"])

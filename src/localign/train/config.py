@@ -136,12 +136,11 @@ def encoder_overrides(
         out["image.upsample_to"] = None
     out["text.model"] = text_model
     if cfg.text.freeze_layers:
-        from localign.models.text import load_bert  # noqa: F401  (documents where the layer count comes from)
-        from transformers import AutoConfig
+        # The project's loader (local files first, a clear error naming the model offline), not
+        # transformers' AutoConfig directly, which retries the network and says nothing of the model.
+        from localign.data.tokenize import load_text_config
 
-        from localign.data.tokenize import resolve_text_model
-
-        n_layers = AutoConfig.from_pretrained(resolve_text_model(text_model)).num_hidden_layers
+        n_layers = load_text_config(text_model).num_hidden_layers
         # Keep the paper's frozen fraction (LoVT/ConVIRT: 6 of Bio_ClinicalBERT's 12 layers).
         out["text.freeze_layers"] = round(cfg.text.freeze_layers / 12 * n_layers)
     return out

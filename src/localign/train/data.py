@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import logging
+import weakref
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from localign.data.manifest import PreparedDataset
 from localign.data.text import SpecialTokens, TextBatch, augment_sentences, collate_reports, swap_laterality
 from localign.data.tokenize import ReportTokens, build_report_tokens
 from localign.models.config import TextInputConfig
+from localign.paths import atomic_write_text, file_problem
 from localign.train.augment import eval_transform, normalize, train_transform
 from localign.train.config import AugmentConfig
 
@@ -70,12 +73,16 @@ def pixel_stats(prepared: PreparedDataset, n_images: int = 256, size: int = 128,
     cache = prepared.root / "pixel_stats.json"
     key = f"{n_images}-{size}-{seed}"
     if cache.is_file():
-        stored = json.loads(cache.read_text())
-        if stored.get("key") == key:
-            return PixelStats(stored["mean"], stored["std"])
+        try:
+            stored = json.loads(cache.read_text())
+            if stored.get("key") == key:
+                return PixelStats(float(stored["mean"]), float(stored["std"]))
+        except (ValueError, KeyError, TypeError, AttributeError) as err:  # a damaged cache is recomputed
+            log.warning("ignoring the unreadable pixel-statistics cache %s (%s); recomputing it", cache, err)
     train = prepared.images[prepared.images["split"] == "train"]
     if train.empty:
         raise ValueError(f"{prepared.root}: no training images to compute pixel statistics from")
+    require_image_files(prepared, "train")  # all missing files listed at once, not the first sampled one
     rows = train.sample(n=min(n_images, len(train)), random_state=seed)
     total, total_sq, count = 0.0, 0.0, 0
     for path in rows["path"]:
@@ -86,7 +93,8 @@ def pixel_stats(prepared: PreparedDataset, n_images: int = 256, size: int = 128,
     mean = total / count
     std = max((total_sq / count - mean**2) ** 0.5, 1e-6)
     try:
-        cache.write_text(json.dumps({"key": key, "mean": mean, "std": std}))
+        # Atomic: a run killed while writing must not leave a truncated cache for the next run.
+        atomic_write_text(cache, json.dumps({"key": key, "mean": mean, "std": std}))
     except OSError:  # a read-only prepared folder is fine
         pass
     return PixelStats(mean, std)
@@ -104,8 +112,45 @@ def report_tokens(prepared: PreparedDataset, tokenizer, max_length: int, swapped
     return build_report_tokens(list(manifest["study_id"]), sentences, tokenizer, max_length, cache_dir=cache, progress=progress)
 
 
+# Splits whose image files were all found, per loaded prepared dataset (checked once per run).
+_CHECKED_SPLITS: weakref.WeakKeyDictionary[PreparedDataset, set[str]] = weakref.WeakKeyDictionary()
+
+
+def require_image_files(prepared: PreparedDataset, split: str, paths: Sequence[Path] | None = None, shown: int = 5) -> None:
+    """Fail at start-up, listing them, if image files of a split are gone (moved, deleted,
+    unmounted): otherwise a run fails hours later, when a batch first draws such a study.
+
+    :param paths: the files to check (default: every image of the split, checked once per
+        ``prepared`` object)
+    :raises FileNotFoundError: naming the first ``shown`` files and why each cannot be opened
+    """
+    whole_split = paths is None
+    if whole_split:
+        if split in _CHECKED_SPLITS.get(prepared, set()):
+            return
+        paths = [prepared.image_path(p) for ps in prepared.split(split)["image_paths"] for p in ps]
+    with ThreadPoolExecutor(8) as pool:  # stat calls release the GIL: a network file system is ~8x faster
+        problems = list(pool.map(file_problem, paths))
+    missing = [(path, p[1]) for path, p in zip(paths, problems) if p is not None]
+    if not missing:
+        if whole_split:
+            _CHECKED_SPLITS.setdefault(prepared, set()).add(split)
+        return
+    listed = "; ".join(f"{path} ({why})" for path, why in missing[:shown])
+    more = f"; and {len(missing) - shown} more" if len(missing) > shown else ""
+    raise FileNotFoundError(
+        f"{len(missing)} of the {len(paths)} image files of the {split!r} split of {prepared.root} cannot be opened: "
+        f"{listed}{more}. If the images moved, the MIMIC-CXR-JPG root recorded in {prepared.root / 'dataset.json'} "
+        f"({prepared.mimic_jpg_root}) is stale; otherwise re-run `localign prepare`, which skips missing images (counted in skipped.csv)"
+    )
+
+
 class PretrainDataset(Dataset):
-    """Study-level image-report samples of one split (see the module docstring)."""
+    """Study-level image-report samples of one split (see the module docstring).
+
+    Every image file of the split is checked to exist when the dataset is made (``check_files``);
+    unreadable files found later are skipped per view and counted in :attr:`read_errors`.
+    """
 
     def __init__(
         self,
@@ -120,6 +165,7 @@ class PretrainDataset(Dataset):
         seed: int = 0,
         swapped_tokens: ReportTokens | None = None,
         max_studies: int | None = None,
+        check_files: bool = True,
     ) -> None:
         if text_view not in ("train", "fixed", "full"):
             raise ValueError(f"text_view must be train, fixed or full, got {text_view!r}")
@@ -136,6 +182,8 @@ class PretrainDataset(Dataset):
         self.study_ids = rows["study_id"].to_numpy()
         self.subject_ids = rows["subject_id"].to_numpy()
         self.image_paths = [[prepared.image_path(p) for p in paths] for paths in rows["image_paths"]]
+        if check_files:
+            require_image_files(prepared, split, None if max_studies is None else [p for ps in self.image_paths for p in ps])
         self.tokens = tokens
         self.swapped_tokens = swapped_tokens
         self.text_config = text_config

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
+import itertools
 import json
 import logging
 import math
@@ -50,7 +52,8 @@ from localign.eval.metrics import effective_rank, recall_at_k
 from localign.models import build_model
 from localign.models.config import MethodConfig
 from localign.models.methods.base import PretrainModel
-from localign.train.checkpoint import CHECKPOINT_FORMAT, atomic_save, export_image_encoder, load_checkpoint, rng_state, set_rng_state, unwrap
+from localign.paths import atomic_write_text
+from localign.train.checkpoint import CHECKPOINT_FORMAT, RESUME_HINT, atomic_save, export_image_encoder, load_checkpoint, remove_stale_temporaries, rng_state, set_rng_state, unwrap
 from localign.train.config import TrainConfig, resolve_method
 from localign.train.data import Batch, Collate, EpochSampler, PixelStats, PretrainDataset, pixel_stats, report_tokens, resolve_data
 from localign.train.optim import OptimizerSet, build_optimizers, clip_gradients, steps_per_epoch
@@ -129,17 +132,33 @@ def _amp(config: TrainConfig, device: torch.device) -> tuple[torch.dtype | None,
 
 
 class MetricsLog:
-    """Append-only long-format ``metrics.csv`` (rank 0)."""
+    """Append-only long-format ``metrics.csv`` (rank 0); :attr:`rows` counts its data rows and is
+    stored in every checkpoint."""
 
     columns = ("step", "epoch", "phase", "name", "value")
 
-    def __init__(self, path: Path, truncate_after_step: int | None = None) -> None:
+    def __init__(self, path: Path, truncate_after_step: int | None = None, keep_rows: int | None = None) -> None:
         self.path = path
-        if truncate_after_step is not None and path.is_file():
-            # A resumed run rewrites whatever the killed run logged after its last checkpoint.
+        self.rows = 0
+        if keep_rows is not None and path.is_file():
+            # A resumed run keeps exactly the rows its checkpoint had seen: the killed run's later rows
+            # (training rows, and the validation rows of an epoch whose end-of-epoch save was cut
+            # short) are written again, so none is duplicated.
+            with path.open(newline="") as f:
+                lines = list(itertools.islice(csv.reader(f), keep_rows + 1))
+            if len(lines) < keep_rows + 1:
+                log.warning("%s has %d rows, fewer than the %d its checkpoint counted", path, max(len(lines) - 1, 0), keep_rows)
+            out = io.StringIO()
+            csv.writer(out).writerows([list(self.columns), *lines[1:]])
+            atomic_write_text(path, out.getvalue())
+            self.rows = len(lines[1:])
+        elif truncate_after_step is not None and path.is_file():
+            # A checkpoint without a row count (older localign): truncate by step.
             df = pd.read_csv(path)
-            df[df["step"] <= truncate_after_step].to_csv(path, index=False)
-        elif truncate_after_step is None and path.is_file():
+            df = df[df["step"] <= truncate_after_step]
+            df.to_csv(path, index=False)
+            self.rows = len(df)
+        elif truncate_after_step is None and keep_rows is None and path.is_file():
             path.unlink()
         if not path.is_file():
             with path.open("w", newline="") as f:
@@ -150,6 +169,7 @@ class MetricsLog:
             w = csv.writer(f)
             for name, value in values.items():
                 w.writerow((step, epoch, phase, name, f"{float(value):.8g}"))
+        self.rows += len(values)
 
 
 def _setup_logging(run_dir: Path, main: bool) -> logging.Handler | None:
@@ -274,13 +294,16 @@ def _pretrain(config: TrainConfig, device: torch.device, rank: int, world: int, 
     if main:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "figures").mkdir(exist_ok=True)
+        if config.resume:
+            for tmp in remove_stale_temporaries(ckpt_dir) + remove_stale_temporaries(run_dir):  # left by a run killed while saving
+                log.info("removed %s, a file a killed run did not finish writing", tmp)
     if world > 1:
         dist.barrier()
     handler = _setup_logging(run_dir, main)
     try:
         full_config = {"train": config.to_dict(), "method": method.to_dict()}
         if config.resume:
-            stored = load_checkpoint(resume_path)["config"]
+            stored = load_checkpoint(resume_path, hint=RESUME_HINT)["config"]
             _check_resume_config(stored["train"], full_config["train"])
         if main:
             (run_dir / "config.yaml").write_text(yaml.safe_dump(full_config, sort_keys=False))
@@ -344,7 +367,7 @@ def _pretrain(config: TrainConfig, device: torch.device, rank: int, world: int, 
 
         state = {"epoch": 0, "step": 0, "step_in_epoch": 0, "best": None, "best_epoch": None, "bad_epochs": 0, "samples": 0, "train_time": 0.0}
         if config.resume:
-            ckpt = load_checkpoint(resume_path, map_location=device)
+            ckpt = load_checkpoint(resume_path, map_location=device, hint=RESUME_HINT)
             if ckpt["config"]["method"] != method.to_dict():
                 raise ValueError(f"cannot resume {resume_path}: its method config differs from this run's")
             model.load_state_dict(ckpt["model"])
@@ -353,14 +376,16 @@ def _pretrain(config: TrainConfig, device: torch.device, rank: int, world: int, 
             state.update(ckpt["state"])
             set_rng_state(ckpt["rng"])
             log.info("resumed from %s at epoch %d, step %d", resume_path, state["epoch"], state["step"])
-        metrics = MetricsLog(run_dir / "metrics.csv", truncate_after_step=state["step"] if config.resume else None) if main else None
+        metrics = MetricsLog(run_dir / "metrics.csv", truncate_after_step=state["step"] if config.resume else None,
+                             keep_rows=ckpt.get("metrics_rows") if config.resume else None) if main else None
         if main:
             log.info("method %s (%s) on %s: %d train / %d validate studies, batch %d x accumulate %d, %d steps/epoch, %d ranks, device %s",
                      method.name, method.family, data_root, len(train_ds), len(val_full_ds), batch_size, optim_cfg.accumulate, spe, world, device)
 
         def save(path: Path) -> None:
             atomic_save({"format": CHECKPOINT_FORMAT, "version": 1, "config": full_config, "model": model.state_dict(),
-                         "optim": opt.state_dict(), "scaler": scaler.state_dict(), "state": dict(state), "rng": rng_state()}, path)
+                         "optim": opt.state_dict(), "scaler": scaler.state_dict(), "state": dict(state), "rng": rng_state(),
+                         "metrics_rows": metrics.rows if metrics is not None else None}, path)
 
         # --- loop ---------------------------------------------------------------------------------
         stop_reason = "max_epochs"
@@ -404,9 +429,11 @@ def _pretrain(config: TrainConfig, device: torch.device, rank: int, world: int, 
                 state["epoch"] = epoch + 1
                 state["step_in_epoch"] = 0
             if main:
-                save(ckpt_dir / "last.pt")
+                # best.pt first: a run killed between the two saves resumes from the previous last.pt,
+                # validates this epoch again and rewrites best.pt (the other order could leave it stale).
                 if improved or not (ckpt_dir / "best.pt").is_file():
                     save(ckpt_dir / "best.pt")
+                save(ckpt_dir / "last.pt")
             if reached:
                 stop_reason = "max_steps"
                 break
@@ -537,6 +564,21 @@ def _train_epoch(ddp: nn.Module, model: PretrainModel, loader: DataLoader, opt: 
             interval.clear()
             n_interval, t_interval = 0, time.time()
 
+    def after_step(grad_norm: float) -> bool:
+        """Log, checkpoint (every ``checkpoint_every`` steps); True when ``max_steps`` is reached."""
+        nonlocal t_epoch
+        log_step(grad_norm)
+        if save is not None and config.checkpoint_every and state["step"] % config.checkpoint_every == 0:
+            state["train_time"] += time.time() - t_epoch
+            t_epoch = time.time()
+            save(ckpt_dir / "last.pt")
+        if config.max_steps is not None and state["step"] >= config.max_steps:
+            state["train_time"] += time.time() - t_epoch
+            if bar is not None:
+                bar.close()
+            return True
+        return False
+
     opt.zero_grad()
     t_epoch = time.time()
     n_batches = len(loader)
@@ -558,21 +600,15 @@ def _train_epoch(ddp: nn.Module, model: PretrainModel, loader: DataLoader, opt: 
             bar.update(1)
         if micro % accumulate != 0:
             continue
-        grad_norm = optimizer_step()
-        log_step(grad_norm)
-        if save is not None and config.checkpoint_every and state["step"] % config.checkpoint_every == 0:
-            state["train_time"] += time.time() - t_epoch
-            t_epoch = time.time()
-            save(ckpt_dir / "last.pt")
-        if config.max_steps is not None and state["step"] >= config.max_steps:
-            state["train_time"] += time.time() - t_epoch
-            if bar is not None:
-                bar.close()
+        if after_step(optimizer_step()):
             return True
     if micro % accumulate != 0:
         # The epoch ended inside an accumulation window: step on what was accumulated (as Lightning
         # does), so that a short epoch still trains and steps_per_epoch = ceil(batches / accumulate).
-        log_step(optimizer_step())
+        # It is a step like any other: it logs, checkpoints and counts towards max_steps (with fewer
+        # micro-batches per epoch than `accumulate`, it is the only step of every epoch).
+        if after_step(optimizer_step()):
+            return True
     state["train_time"] += time.time() - t_epoch
     if bar is not None:
         bar.close()

@@ -18,7 +18,7 @@ import yaml
 from localign.models import build_model
 from localign.models.config import MethodConfig
 from localign.models.methods.base import PretrainModel
-from localign.train.checkpoint import load_checkpoint
+from localign.train.checkpoint import load_checkpoint, read_torch_file
 from localign.train.config import TrainConfig
 
 
@@ -51,7 +51,9 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.
     """Rebuild the method of a run folder from ``checkpoints/<checkpoint>.pt`` (``best`` or ``last``)."""
     run_dir = Path(run_dir)
     train, method = read_run_config(run_dir)
-    ckpt = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt", map_location="cpu")
+    other = "last" if checkpoint == "best" else "best"
+    ckpt = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt", map_location="cpu",
+                           hint=f"evaluate the run's other checkpoint instead (localign evaluate --checkpoint {other}), or train the run again")
     model = build_model(method)
     model.load_state_dict(ckpt["model"])
     model.to(device).eval()
@@ -60,5 +62,6 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.
     preprocessing = {}
     encoder_path = run_dir / "encoder.pt"
     if encoder_path.is_file():
-        preprocessing = dict(torch.load(encoder_path, map_location="cpu", weights_only=True)["preprocessing"])
+        hint = f"re-export it with localign.train.export_image_encoder, or delete it to evaluate {run_dir} without it"
+        preprocessing = dict(read_torch_file(encoder_path, "cpu", hint)["preprocessing"])
     return LoadedRun(run_dir=run_dir, model=model, method=method, train=train, summary=summary, preprocessing=preprocessing)
