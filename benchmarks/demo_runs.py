@@ -65,7 +65,7 @@ def run_method(method: str, runs: Path, seeds: tuple[int, ...], random_rows: dic
 
 def render(df: pd.DataFrame) -> str:
     """The markdown table the README quotes (numbers rounded as shown)."""
-    lines = ["| method | wall (min) | steps | i2t / t2i R@10 (%) | × chance | median rank i2t / t2i | feature rank | probe 1 % | probe 10 % |",
+    lines = ["| method | wall (min) | steps | i2t / t2i R@10 (%) | × chance (weaker) | median rank i2t / t2i | effective rank | probe 1 % | probe 10 % |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in df.itertuples(index=False):
         r = r._asdict()
@@ -73,7 +73,7 @@ def render(df: pd.DataFrame) -> str:
         probe = [f"{100 * r[f'probe{f}_run']:.1f} ± {100 * r[f'probe{f}_run_ci']:.1f} (random {100 * r[f'probe{f}_random']:.1f} ± {100 * r[f'probe{f}_random_ci']:.1f})"
                  for f in ("0.01", "0.1")]
         lines.append(f"| {r['method']} | {r['wall_min']:.1f} | {r['steps']} | {r['i2t_R@10']:.1f} / {r['t2i_R@10']:.1f} | {x:.1f} | "
-                     f"{r['i2t_medr']:.0f} / {r['t2i_medr']:.0f} | {r['feature_rank']:.0f} of {r['feature_dim']:.0f} | {probe[0]} | {probe[1]} |")
+                     f"{r['i2t_medr']:.0f} / {r['t2i_medr']:.0f} | {r['feature_rank']:.0f} (≤ {min(r['pool'] - 1, r['feature_dim']):.0f}) | {probe[0]} | {probe[1]} |")
     first = df.iloc[0]
     lines.append("")
     lines.append(f"Validation pool {first['pool']:.0f} reports (chance R@10 {first['chance_R@10']:.1f} %); probe: macro AUROC (%) of the "

@@ -98,7 +98,7 @@ def test_readme_and_report_plan_use_the_demo_recipe():
     assert "--recipe demo" in readme
     plan = yaml.safe_load((ROOT / "params" / "report.yaml").read_text())
     pretrain = [e for e in plan["notebooks"] if e["notebook"] == "03_pretrain"]
-    assert pretrain and all(e.get("parameters", {}).get("recipe", "demo") == "demo" for e in pretrain)
+    assert pretrain and all(e["parameters"]["recipe"] == "demo" for e in pretrain)
     assert set(RECIPES) == {"paper", "demo"}
 
 

@@ -125,6 +125,6 @@ def test_browser_check_patterns(text, pattern, hit):
     assert bool(pattern.search(text)) is hit
 
 
-def test_caption_check_covers_every_executed_chapter_but_the_pending_ones():
-    pages = ["intro", "_generated/01_data", "_generated/03_pretrain_lovt", "_generated/04_evaluate"]
-    assert caption_pages(pages) == {"_generated/01_data", "_generated/04_evaluate"}
+def test_caption_check_covers_every_executed_chapter():
+    pages = ["intro", "methods", "_generated/01_data", "_generated/03_pretrain_lovt", "_generated/04_evaluate"]
+    assert caption_pages(pages) == {"_generated/01_data", "_generated/03_pretrain_lovt", "_generated/04_evaluate"}

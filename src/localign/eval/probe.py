@@ -5,7 +5,7 @@ These are the encoder-independent pieces of the "linear probe on frozen global i
 fraction of the training patients is drawn with :func:`sample_label_fraction`, and
 :func:`fit_linear_probe` fits one L2-regularised logistic regression per label (scikit-learn,
 lbfgs) on the standardised frozen features, with the inverse regularisation strength C chosen per
-label on the validation split from a grid 1e-3..10 (CLIP's linear-probe protocol).
+label on the validation split from a grid 1e-3..10 (after CLIP's linear-probe protocol, which selects one C per model).
 """
 
 from __future__ import annotations

@@ -420,7 +420,11 @@ class ConcatCritic(nn.Module):
                 not isinstance(m, nn.ReLU) for m in self.rest[0::2]):
             raise RuntimeError("the critic's layers were changed; _PairMLP expects [ReLU, Linear] * k")
         params = [t for lin in linears for t in (lin.weight, lin.bias)]
-        return _PairMLP.apply(ha, hb, *params)
+        # The hand-written backward accumulates into buffers of the weights' dtype: under mixed
+        # precision the blocked MLP runs in that dtype (fp32) with autocast off, like a loss.
+        dtype = params[0].dtype
+        with torch.autocast(device_type=ha.device.type, enabled=False):
+            return _PairMLP.apply(ha.to(dtype), hb.to(dtype), *params)
 
     def pairwise_local(self, a: Tensor, b: Tensor, b_mask: Tensor | None = None) -> Tensor:
         """All pairs of local features: ``a [B, N, D_a]`` (regions), ``b [B', M, D_b]`` (sentences)

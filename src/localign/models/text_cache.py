@@ -116,7 +116,8 @@ class TokenStateCache:
         pooled = pooled.to(device) if pooled is not None else None
         if missing:
             rows = torch.tensor(missing, device=device)
-            fresh = run(input_ids[rows], attention_mask[rows])
+            with torch.autocast(device_type=device.type, enabled=False):  # as the cached states were computed
+                fresh = run(input_ids[rows], attention_mask[rows])
             tokens[rows] = fresh.tokens.float() * attention_mask[rows, :, None].to(tokens.dtype)
             cls[rows] = fresh.cls.float()
             if pooled is not None and fresh.pooled is not None:
@@ -126,9 +127,11 @@ class TokenStateCache:
 
 @torch.no_grad()
 def compute_states(encoder: TextEncoder, sequences: Sequence[Sequence[int]], max_tokens: int = 8192,
-                   progress: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+                   progress: bool = False, folder: Path | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Run the (frozen, eval-mode) tower over ``sequences``; batches of equal length, so no padding.
 
+    :param folder: write the arrays as ``.npy`` memory maps there (a real corpus does not fit in
+        memory: 50 M tokens x 384 floats are 77 GB) instead of holding them in memory
     :return: ``(ids [N_tok] int32, offsets [N + 1], tokens [N_tok, D] f32, cls [N, D], pooled [N, D] or None)``
     """
     was_training = encoder.training
@@ -138,9 +141,14 @@ def compute_states(encoder: TextEncoder, sequences: Sequence[Sequence[int]], max
     offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(lengths)
     d = encoder.hidden_size
-    ids = np.zeros(int(offsets[-1]), dtype=np.int32)
-    tokens = np.zeros((int(offsets[-1]), d), dtype=np.float32)
-    cls = np.zeros((len(sequences), d), dtype=np.float32)
+    def array(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        if folder is None:
+            return np.zeros(shape, dtype=dtype)
+        return np.lib.format.open_memmap(folder / name, mode="w+", dtype=dtype, shape=shape)
+
+    ids = array("ids.npy", (int(offsets[-1]),), np.int32)
+    tokens = array("tokens.npy", (int(offsets[-1]), d), np.float32)
+    cls = array("cls.npy", (len(sequences), d), np.float32)
     pooled = None
     order = np.argsort(lengths, kind="stable")
     groups: list[list[int]] = []
@@ -158,7 +166,7 @@ def compute_states(encoder: TextEncoder, sequences: Sequence[Sequence[int]], max
         batch = torch.tensor([list(sequences[i]) for i in group], dtype=torch.long, device=device)
         states = encoder.run_tower(batch, torch.ones_like(batch))
         if states.pooled is not None and pooled is None:
-            pooled = np.zeros((len(sequences), d), dtype=np.float32)
+            pooled = array("pooled.npy", (len(sequences), d), np.float32)
         for k, i in enumerate(group):
             lo, hi = offsets[i], offsets[i + 1]
             ids[lo:hi] = batch[k].cpu().numpy()
@@ -207,17 +215,25 @@ def build_token_state_cache(encoder: TextEncoder, sequences: Iterable[Sequence[i
         log.info("token-state cache: %d sequences from %s", len(seqs), folder)
         return load_cache(folder)
     log.info("token-state cache: computing %d sequences into %s", len(seqs), folder)
-    ids, offsets, tokens, cls, pooled = compute_states(encoder, seqs, progress=progress)
     tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    for name, arr in (("ids.npy", ids), ("offsets.npy", offsets), ("tokens.npy", tokens), ("cls.npy", cls), ("pooled.npy", pooled)):
-        if arr is not None:
-            np.save(tmp / name, arr)
+    ids, offsets, tokens, cls, pooled = compute_states(encoder, seqs, progress=progress, folder=tmp)
+    np.save(tmp / "offsets.npy", offsets)
+    for arr in (ids, tokens, cls, pooled):
+        if isinstance(arr, np.memmap):
+            arr.flush()
     (tmp / "info.json").write_text(json.dumps({"format": FORMAT, "n_sequences": len(seqs), "n_tokens": int(offsets[-1]),
                                                "dim": int(tokens.shape[1]), "last_layers": encoder.config.last_layers}))
-    if folder.exists():  # an incomplete earlier attempt
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
+    del ids, tokens, cls, pooled
+    if folder.exists() and not all((folder / f).is_file() for f in _FILES):  # an incomplete earlier attempt
+        shutil.rmtree(folder, ignore_errors=True)
+    try:
+        os.replace(tmp, folder)
+    except OSError:
+        # Another process (a second run, another node) finished the same cache first: use theirs.
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not all((folder / f).is_file() for f in _FILES):
+            raise
     return load_cache(folder)

@@ -62,7 +62,7 @@ log = logging.getLogger("localign.train")
 
 # Fields of TrainConfig that may change when resuming (they steer the run, not its result).
 RESUMABLE_CHANGES = {"resume", "max_steps", "epochs", "progress", "num_workers", "log_every", "checkpoint_every", "early_stopping",
-                     "text_cache"}
+                     "text_cache", "recipe"}
 
 
 @dataclass
@@ -243,7 +243,9 @@ def evaluate_feature_rank(model: PretrainModel, loader: DataLoader, device: torc
         with autocast():
             feats.append(model.image_encoder(batch.images.to(device)).pooled.float().cpu())
     x = torch.cat(feats).numpy()
-    return {"feature_rank": float(effective_rank(x, variance)), "feature_dim": float(x.shape[1])}
+    # The rank of N centred samples is at most N - 1: the bound the rank is read against.
+    return {"feature_rank": float(effective_rank(x, variance)), "feature_dim": float(x.shape[1]),
+            "feature_rank_max": float(min(x.shape[0] - 1, x.shape[1]))}
 
 
 @torch.no_grad()
@@ -405,7 +407,7 @@ def _pretrain(config: TrainConfig, device: torch.device, rank: int, world: int, 
                 val.update({f"val/{k}": v for k, v in evaluate_feature_rank(model, val_full_loader, device, autocast=autocast).items()})
                 val["val/time_s"] = time.time() - t0
                 metrics.write(state["step"], epoch, "val", val)
-                log.info("epoch %d: %s", epoch, ", ".join(f"{k[4:]}={v:.4g}" for k, v in val.items() if not k.endswith(("pool_size", "n_chunks", "n_pairs", "n_dropped", "feature_dim"))))
+                log.info("epoch %d: %s", epoch, ", ".join(f"{k[4:]}={v:.4g}" for k, v in val.items() if not k.endswith(("pool_size", "n_chunks", "n_pairs", "n_dropped", "feature_dim", "feature_rank_max"))))
                 model.train()
             if main and monitor not in val:
                 raise ValueError(f"monitored metric {monitor!r} is not produced by validation (it gives {sorted(val)})")

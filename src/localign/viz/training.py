@@ -13,7 +13,8 @@ def plot_training_curves(history: pd.DataFrame, title: str = "", chance_r1: floa
     1: training loss per logged step and validation loss per epoch. 2: validation R@1/5/10
     (image→report solid, report→image dashed), with the chance levels of R@1 and R@10 if given.
     3: the effective rank of the exported backbone features per epoch (principal components holding
-    99 % of the variance of the standardised pooled validation features; out of their dimension):
+    99 % of the variance of the standardised pooled validation features), below its bound
+    min(validation images - 1, feature dimension):
     a representation collapsing shows as a falling rank. 4: the learning rate of every group.
     """
     fig, axes = plt.subplots(1, 4, figsize=(19, 3.8))
@@ -41,8 +42,11 @@ def plot_training_curves(history: pd.DataFrame, title: str = "", chance_r1: floa
     r = val[val["name"] == "val/feature_rank"]
     if len(r):
         ax.plot(r["step"], r["value"], "o-", color="C4")
-        dim = val[val["name"] == "val/feature_dim"]["value"]
-        ax.set_ylim(0, float(dim.max()) if len(dim) else None)
+        bound = val[val["name"] == "val/feature_rank_max"]["value"]
+        if len(bound):
+            ax.axhline(float(bound.max()), color="grey", lw=1, ls=":", label="largest possible")
+            ax.set_ylim(0, float(bound.max()) * 1.05)
+            ax.legend(fontsize=7)
     ax.set(xlabel="optimizer step", ylabel="components for 99 % variance", title="effective rank of the backbone features")
     ax = axes[3]
     for name in sorted(n for n in train["name"].unique() if n.startswith("lr/")):
@@ -86,7 +90,8 @@ def run_summary_table(summary: dict) -> pd.DataFrame:
         ("validation loss", f"{best.get('val/loss', float('nan')):.4f}"),
         ("image→report R@1 / R@5 / R@10 (%)", " / ".join(f"{best.get(f'val/i2t_R@{k}', float('nan')):.1f}" for k in (1, 5, 10))),
         ("report→image R@1 / R@5 / R@10 (%)", " / ".join(f"{best.get(f'val/t2i_R@{k}', float('nan')):.1f}" for k in (1, 5, 10))),
-        ("effective rank of the backbone features", f"{best.get('val/feature_rank', float('nan')):.0f} of {best.get('val/feature_dim', float('nan')):.0f}"),
+        ("effective rank of the backbone features", f"{best.get('val/feature_rank', float('nan')):.0f} (at most "
+                                                    f"{best.get('val/feature_rank_max', best.get('val/feature_dim', float('nan'))):.0f})"),
         ("chance R@1 (%) / candidate pool", f"{summary['chance_R@1']:.2f} / {summary['retrieval_pool']} reports"),
         ("training throughput (samples/s)", f"{summary['train_samples_per_s']:.1f}"),
         ("wall time (s)", f"{summary['wall_time_s']:.0f}"),
