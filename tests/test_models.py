@@ -576,3 +576,21 @@ def test_lovt_zero_weight_ablation_skips_the_term(tokenizer):
     images, text = _batch(tokenizer, model.config, REPORTS)
     terms = model(images, text).terms
     assert "global" in terms and "local_report_z2att" in terms and "local_image_z2att" not in terms
+
+
+def test_gloria_similarity_gives_a_caption_without_words_minus_infinity():
+    import torch
+
+    from localign.models import build_model
+
+    from .helpers import tiny_method
+
+    torch.manual_seed(0)
+    model = build_model(tiny_method("gloria")).eval()
+    regions, glob = torch.randn(3, 16, 16), torch.randn(3, 16)
+    words = torch.randn(2, 5, 16)
+    mask = torch.tensor([[True, True, True, False, False], [True, False, False, False, False]])  # caption 1: [CLS] only
+    rep = {"words": words, "word_mask": mask, "global": torch.randn(2, 16)}
+    scores = model.similarity({"regions": regions, "global": glob}, rep)
+    assert scores.shape == (3, 2)
+    assert torch.isfinite(scores[:, 0]).all() and torch.isneginf(scores[:, 1]).all()

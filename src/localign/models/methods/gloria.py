@@ -91,9 +91,16 @@ class Gloria(WordRegionModel):
         regions, words = image_emb["regions"], report_emb["words"]
         words_only = report_emb["word_mask"].clone()
         words_only[:, 0] = False  # slot 0 is [CLS]
+        # A caption with no word (only special tokens, e.g. [UNK]) matches no image: -inf, as a
+        # max over an empty word set, instead of stopping a whole validation.
+        has_words = words_only.any(dim=1)
 
         def block(i: slice, j: slice) -> Tensor:
-            return gloria_inference_local_scores(words[j], words_only[j], regions[i], temp1=cfg.temp1, temp2=cfg.temp2)
+            keep = has_words[j]
+            out = regions.new_full((len(regions[i]), int(keep.numel())), float("-inf"))
+            if keep.any():
+                out[:, keep] = gloria_inference_local_scores(words[j][keep], words_only[j][keep], regions[i], temp1=cfg.temp1, temp2=cfg.temp2)
+            return out
 
         local = chunked_pairwise(block, len(regions), len(words), chunk)
         glob = F.normalize(image_emb["global"], dim=-1) @ F.normalize(report_emb["global"], dim=-1).T
