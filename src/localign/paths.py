@@ -7,6 +7,7 @@ import errno
 import os
 import stat
 from pathlib import Path
+from typing import IO, Callable
 
 
 def cache_dir() -> Path:
@@ -55,14 +56,16 @@ def file_problem(path: str | Path) -> tuple[bool, str] | None:
     return None
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, fsynced and renamed:
-    a reader (or a run killed mid-write) never leaves a partial file at ``path``."""
+def atomic_write(path: str | Path, write: Callable[[IO], None], binary: bool = False) -> Path:
+    """Call ``write(file)`` on a temporary file in ``path``'s folder, fsync it and rename it to ``path``:
+    a reader (or a run killed mid-write) never sees a partial file at ``path``, and a journaling
+    file system cannot commit the rename before the data."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:  # text written as is
-            f.write(text)
+        with open(tmp, "wb") if binary else open(tmp, "w", encoding="utf-8", newline="") as f:  # text written as is
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -70,3 +73,8 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """:func:`atomic_write` of a text."""
+    return atomic_write(path, lambda f: f.write(text))

@@ -12,7 +12,6 @@ training class (MGCA#25 is the counter-example this avoids).
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from torch import nn
 from localign.config import config_from_dict, config_to_dict
 from localign.models.config import ImageEncoderConfig
 from localign.models.image import ImageEncoder
+from localign.paths import atomic_write
 
 CHECKPOINT_FORMAT = "localign-checkpoint"
 ENCODER_FORMAT = "localign-image-encoder"
@@ -38,19 +38,7 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` to ``.<name>.tmp<pid>``, fsync, then ``os.replace``: readers never see a
     partial file, and after a power loss the rename cannot land before the data (without the fsync
     a journaling file system may commit the rename first and leave an empty ``last.pt``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(path, lambda f: torch.save(obj, f), binary=True)
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
