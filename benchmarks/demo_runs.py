@@ -67,8 +67,7 @@ def render(df: pd.DataFrame) -> str:
     """The markdown table the README quotes (numbers rounded as shown)."""
     lines = ["| method | wall (min) | steps | i2t / t2i R@10 (%) | × chance (weaker) | median rank i2t / t2i | effective rank | probe 1 % | probe 10 % |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for r in df.itertuples(index=False):
-        r = r._asdict()
+    for r in df.to_dict("records"):
         x = min(r["i2t_R@10"], r["t2i_R@10"]) / r["chance_R@10"]
         probe = [f"{100 * r[f'probe{f}_run']:.1f} ± {100 * r[f'probe{f}_run_ci']:.1f} (random {100 * r[f'probe{f}_random']:.1f} ± {100 * r[f'probe{f}_random_ci']:.1f})"
                  for f in ("0.01", "0.1")]
