@@ -47,6 +47,8 @@ def plot_training_curves(history: pd.DataFrame, title: str = "", chance_r1: floa
             ax.axhline(float(bound.max()), color="grey", lw=1, ls=":", label="largest possible")
             ax.set_ylim(0, float(bound.max()) * 1.05)
             ax.legend(fontsize=7)
+        else:  # a run from before the bound was logged
+            ax.set_ylim(0, None)
     ax.set(xlabel="optimizer step", ylabel="components for 99 % variance", title="effective rank of the backbone features")
     ax = axes[3]
     for name in sorted(n for n in train["name"].unique() if n.startswith("lr/")):
