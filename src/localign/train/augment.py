@@ -48,6 +48,10 @@ def pad_resize(image: Tensor, size: int) -> Tensor:
     return pad_to_square(resize_longer_side(image, size))
 
 
+#: Name of :func:`eval_transform`'s geometry, part of every cache computed through it.
+EVAL_GEOMETRY = "resize_longer_then_pad"
+
+
 def eval_transform(image: Tensor, size: int) -> Tensor:
     """Validation/test preprocessing: pad to square, resize to ``size`` (values stay in [0, 1])."""
     return pad_resize(image, size)

@@ -34,7 +34,7 @@ from localign.data.text import SpecialTokens, TextBatch, augment_sentences, coll
 from localign.data.tokenize import ReportTokens, build_report_tokens
 from localign.models.config import TextInputConfig
 from localign.paths import atomic_write_text, file_problem
-from localign.train.augment import eval_transform, normalize, train_transform
+from localign.train.augment import EVAL_GEOMETRY, eval_transform, normalize, train_transform
 from localign.train.config import AugmentConfig
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,9 @@ def pixel_stats(prepared: PreparedDataset, n_images: int = 256, size: int = 128,
     ``pixel_stats.json`` in the prepared folder when it is writable.
     """
     cache = prepared.root / "pixel_stats.json"
-    key = f"{n_images}-{size}-{seed}"
+    # The transform is part of the key: statistics computed with another geometry (pad-then-resize
+    # before resize-then-pad) would normalise every image differently from a fresh computation.
+    key = f"{n_images}-{size}-{seed}-{EVAL_GEOMETRY}"
     if cache.is_file():
         try:
             stored = json.loads(cache.read_text())
