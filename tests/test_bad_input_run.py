@@ -395,3 +395,14 @@ def test_cli_unexpected_errors_keep_their_traceback(monkeypatch, tmp_path, tiny_
     monkeypatch.setenv("LOCALIGN_TRACEBACK", "1")
     with pytest.raises(FileNotFoundError, match="data root"):
         cli.main(["pretrain", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")])
+
+
+def test_pixel_stats_of_another_eval_geometry_are_recomputed(prepared_copy):
+    """Statistics cached by an older transform (pad, then resize) are not reused: a fresh machine
+    would compute other values, and every image would be normalised differently."""
+    prepared = load_prepared(prepared_copy)
+    cache = prepared_copy / "pixel_stats.json"
+    cache.unlink(missing_ok=True)
+    fresh = pixel_stats(prepared)
+    cache.write_text(json.dumps({"key": "256-128-0", "mean": 0.123, "std": 0.456}))  # the key before the geometry was in it
+    assert pixel_stats(prepared) == fresh
