@@ -112,7 +112,7 @@ def test_display_path_never_shows_the_machine(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("text, pattern, hit", [
-    ("/work/main/.venv/lib/python3.11/site-packages/tqdm/auto.py:21", _MACHINE_PATH, True),
+    ("/home/reader/venv/lib/python3.11/site-packages/tqdm/auto.py:21", _MACHINE_PATH, True),
     ("prepared dataset: runs/ci/synthcxr/prepared", _MACHINE_PATH, False),
     ("~/.cache/localign/prepared", _MACHINE_PATH, False),
     ("TqdmWarning: IProgress not found", _WARNING, True),
