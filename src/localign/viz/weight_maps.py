@@ -93,7 +93,7 @@ def plot_word_weights(words: Sequence[str], weights: Any, title: str | None = No
         raise ValueError("weights: expected values in [0, 1] (normalise per report first)")
     colormap = plt.get_cmap(cmap)
     fig = plt.figure(figsize=(width, 2.0))
-    renderer = fig.canvas.get_renderer()
+    renderer = fig.canvas.get_renderer() if hasattr(fig.canvas, "get_renderer") else fig._get_renderer()
     margin, space, line = 0.15, fontsize / 72 * 0.35, fontsize / 72 * 1.9  # inches
     texts, x, row, rows = [], margin, 0, []
     for word in words:  # measure, then wrap greedily
