@@ -82,7 +82,8 @@ def plot_grounding_examples(examples: Sequence[GroundingExample], methods: Seque
     if not methods:
         raise ValueError("methods: none")
     ncols = 1 + len(methods)
-    fig, axes = plt.subplots(len(examples), ncols, figsize=(2.8 * ncols, 3.1 * len(examples)), squeeze=False)
+    fig, axes = plt.subplots(len(examples), ncols, figsize=(2.8 * ncols, 3.3 * len(examples)), squeeze=False,
+                             layout="constrained")
     for row, ex in zip(axes, examples):
         img = np.asarray(ex.image, dtype=float)
         if img.ndim != 2:
@@ -107,5 +108,4 @@ def plot_grounding_examples(examples: Sequence[GroundingExample], methods: Seque
         for ax in row:
             ax.axis("off")
     fig.suptitle("phrase grounding: similarity maps (bright = similar) with the ground-truth boxes", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig.get_size_inches()[1]))
     return _close(fig)

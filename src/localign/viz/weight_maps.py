@@ -154,7 +154,7 @@ def plot_selected_regions(
         raise ValueError(f"selected/masks: expected [{n}] and [{n}, {img.shape[0]}, {img.shape[1]}], got {tuple(sel.shape)} and {tuple(m.shape)}")
     ncols = max(1, min(ncols, n))
     nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 3.7 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 3.7 * nrows), squeeze=False, layout="constrained")
     hits = 0
     for j, ax in enumerate(axes.flat):
         ax.axis("off")
@@ -173,7 +173,6 @@ def plot_selected_regions(
         ax.set_title("\n".join(textwrap.wrap(sentences[j], wrap)[:3]) + f"\n[{verdict}]", fontsize=7.5)
     scored = int(m.reshape(n, -1).any(1).sum())
     fig.suptitle(f"region selected per sentence (max over regions): {hits} of {scored} sentences with a mask hit it", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
     return _close(fig)
 
 
