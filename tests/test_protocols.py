@@ -74,14 +74,14 @@ def prepared(prepared_root):
 @pytest.fixture(scope="module")
 def run_dir(prepared_root, tmp_path_factory):
     from localign.models import get_method
-    from localign.train import TrainConfig, encoder_overrides, pretrain
+    from localign.train import encoder_overrides, make_train_config, pretrain
 
     base = get_method("convirt")
     overrides = encoder_overrides(base, image_arch="resnet18", image_size=64, text_model="minilm")
     overrides.update({"text.random_init": True, "text.tiny": TINY_TEXT, "text.freeze_layers": 0, "text.last_layers": 1,
                       "head.d_z": 16, "head.d_hidden": 32})
     out = tmp_path_factory.mktemp("run") / "convirt_tiny"
-    pretrain(TrainConfig(method="convirt", overrides=overrides, data=str(prepared_root), out=str(out), max_steps=2, batch_size=8,
+    pretrain(make_train_config(method="convirt", overrides=overrides, data=str(prepared_root), out=str(out), max_steps=2, batch_size=8,
                          progress=False))
     return out
 

@@ -116,3 +116,35 @@ def test_readme_tables_are_what_the_demo_runs_measured():
     for path in (ROOT / "README.md", ROOT / "benchmarks" / "README.md"):
         text = path.read_text()
         assert demo_runs.splice(text, block) == text, f"{path.name}: the demo-runs table differs from benchmarks/results/demo_runs.csv"
+
+
+def test_flags_and_notebook_parameters_come_from_one_table():
+    """`localign pretrain`'s flags and notebook 03's parameters are the names of TRAIN_OPTIONS, each
+    set through its dotted key (the shortcuts are optim overrides, not TrainConfig fields)."""
+    from localign.train.cli import add_arguments
+    from localign.train.config import TRAIN_OPTIONS
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    flags = {a.dest for a in parser._actions} - {"help", "set"}
+    assert flags == set(TRAIN_OPTIONS)
+    ns: dict = {}
+    exec(_code_cells(ROOT / "notebooks" / "03_pretrain.ipynb")[0], ns)
+    params = {k for k in ns if not k.startswith("__")}
+    # data_root is the one parameter every notebook of a report plan shares (the CLI's --data).
+    assert params - {"data_root"} <= set(TRAIN_OPTIONS)
+    cfg = make_train_config(method="convirt", epochs=3, batch_size=4, lr=0.5, text_lr=0.25, accumulate=2, workers=2, val_pool=7, quiet=True)
+    assert cfg.overrides == {"optim.max_epochs": 3, "optim.batch_size": 4, "optim.lr": 0.5, "optim.text_lr": 0.25, "optim.accumulate": 2}
+    assert (cfg.num_workers, cfg.val_retrieval_pool, cfg.progress) == (2, 7, False)
+    args = parser.parse_args(["--out", "o", "--epochs", "3", "--set", "optim.lr=0.5", "augment.hflip_prob=0.5", "seed=4"])
+    from localign.train.cli import config_from_args
+
+    cfg = config_from_args(args)
+    assert resolve_method(cfg).optim.max_epochs == 3 and resolve_method(cfg).optim.lr == 0.5
+    assert cfg.augment.hflip_prob == 0.5 and cfg.seed == 4
+
+
+def test_run_folders_with_the_old_shortcut_fields_still_load():
+    old = {"method": "convirt", "overrides": {"optim.lr": 1.0}, "out": "runs/x", "epochs": 2, "batch_size": None, "lr": 0.5}
+    cfg = TrainConfig.from_dict(old)
+    assert cfg.overrides == {"optim.lr": 0.5, "optim.max_epochs": 2}

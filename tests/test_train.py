@@ -17,7 +17,7 @@ import yaml
 from localign.data.text import SpecialTokens, collate_reports
 from localign.data.tokenize import tokenize_sentences
 from localign.models import build_model, get_method
-from localign.train import TrainConfig, load_image_encoder, load_run, pretrain
+from localign.train import TrainConfig, load_image_encoder, load_run, make_train_config, pretrain
 from localign.train.checkpoint import atomic_save, load_checkpoint
 
 from .helpers import tiny_method
@@ -42,7 +42,9 @@ def tiny_overrides(name: str, **extra) -> dict:
 def tiny_config(name: str, data: Path, out: Path, **train) -> TrainConfig:
     defaults = dict(batch_size=8, epochs=1, accumulate=1, progress=False, deterministic=True, log_every=1)
     defaults.update(train)
-    return TrainConfig(method=name, overrides=tiny_overrides(name), data=str(data), out=str(out), **defaults)
+    # The shortcuts (batch_size, epochs, accumulate) are options that make_train_config turns into
+    # dotted optim overrides.
+    return make_train_config(method=name, overrides=tiny_overrides(name), data=str(data), out=str(out), **defaults)
 
 
 # --- every method learns on a fixed batch ---------------------------------------------------------------

@@ -42,6 +42,27 @@ def parse_set(items: list[str], example: str) -> dict:
     return out
 
 
+def add_options(parser: argparse.ArgumentParser, options) -> None:
+    """One argparse flag per :class:`~localign.config.Option` of a table (``--batch-size`` for
+    ``batch_size``). A flag that is not given parses to ``None`` ("the recipe's or the config's
+    default"); switches parse to ``True`` or ``None`` (``deterministic``: ``True``/``False``/``None``)."""
+    for opt in options.values():
+        kwargs: dict = {"help": opt.help, "dest": opt.name}
+        if opt.type is bool:
+            kwargs["action"] = "store_true" if opt.negate or opt.flag else argparse.BooleanOptionalAction
+            kwargs["default"] = None
+        else:
+            kwargs.update(type=opt.type, default=None, required=opt.required)
+            if opt.choices is not None:
+                kwargs["choices"] = opt.choices
+        parser.add_argument(opt.cli_flag, **kwargs)
+
+
+def option_values(args: argparse.Namespace, options) -> dict:
+    """The values of a table's flags by option name (``None`` where not given)."""
+    return {name: getattr(args, name) for name in options}
+
+
 # The types localign raises for bad input (ImageReadError and CheckpointError are OSError and
 # ValueError; StanzaUnavailableError a RuntimeError).
 USER_ERRORS = (ValueError, OSError, ImportError, RuntimeError)

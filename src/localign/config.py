@@ -11,6 +11,7 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import yaml
@@ -101,6 +102,12 @@ def replace(config: T, **overrides: Any) -> T:
     """``dataclasses.replace`` that also accepts dotted keys for nested configs.
 
     ``replace(cfg, **{"image.arch": "resnet18", "epochs": 2})``
+
+    The one override mechanism of localign: ``--set`` on every command, the CLI flags of
+    :data:`~localign.train.config.TRAIN_OPTIONS`, notebook parameters and ``EvalConfig.with_overrides``
+    all end here. Values are converted as :func:`config_from_dict` converts a YAML file (a list
+    for a tuple field becomes a tuple, an int for a float field a float, a mapping for a nested
+    config that config), so an override and a saved ``config.yaml`` give equal configs.
     """
     direct: dict[str, Any] = {}
     nested: dict[str, dict[str, Any]] = {}
@@ -114,6 +121,64 @@ def replace(config: T, **overrides: Any) -> T:
     for key in list(direct) + list(nested):
         if key not in names:
             raise ValueError(f"{type(config).__name__}: unknown field {key!r}; valid fields are {sorted(names)}")
+    hints = typing.get_type_hints(type(config))
+    direct = {name: _from_builtin(hints[name], value) for name, value in direct.items()}
     for head, sub in nested.items():
-        direct[head] = replace(getattr(config, head), **sub)
+        inner = direct.get(head, getattr(config, head))
+        if not dataclasses.is_dataclass(inner):
+            raise ValueError(f"{type(config).__name__}: {head + '.' + next(iter(sub))!r} is not a nested config field "
+                             f"({head!r} holds {type(inner).__name__})")
+        direct[head] = replace(inner, **sub)
     return dataclasses.replace(config, **direct)
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting as a command-line flag, a notebook parameter and a keyword argument all name it.
+
+    A table of options (:data:`localign.train.config.TRAIN_OPTIONS`, :data:`localign.eval.cli.EVAL_OPTIONS`)
+    is the only place where such a name meets the dotted key it sets: argparse flags are built from
+    it (:func:`localign.cli.add_options`), and the values given are turned into dotted overrides
+    with :meth:`dotted`, which :func:`replace` applies.
+
+    :ivar name: the keyword and notebook parameter (``batch_size``); the flag is ``--batch-size``
+    :ivar key: the dotted key it sets (``optim.batch_size``); ``None`` for a choice that the
+        config builder resolves into several keys (``encoders``)
+    :ivar help: the flag's help text
+    :ivar type: ``int``, ``float``, ``str`` or ``bool``
+    :ivar negate: a switch that sets ``key`` to the opposite (``--quiet`` sets ``progress`` False)
+    :ivar choices: allowed values, or ``None``
+    :ivar required: the flag must be given
+    :ivar flag: ``--name`` style flag if it differs from the name's (``--no-early-stopping``)
+    """
+
+    name: str
+    key: str | None
+    help: str = ""
+    type: type = str
+    negate: bool = False
+    choices: tuple[Any, ...] | None = None
+    required: bool = False
+    flag: str | None = None
+
+    @property
+    def cli_flag(self) -> str:
+        return self.flag or "--" + self.name.replace("_", "-")
+
+    def dotted(self, value: Any) -> dict[str, Any]:
+        """``{key: value}`` for a given value (``{}`` for ``None``, "not given")."""
+        if value is None or self.key is None:
+            return {}
+        if self.choices is not None and value not in self.choices:
+            raise ValueError(f"{self.name}: {value!r} is not one of {list(self.choices)}")
+        return {self.key: (not value) if self.negate else value}
+
+
+def options_to_dotted(options: dict[str, Option], values: dict[str, Any]) -> dict[str, Any]:
+    """The dotted overrides of option values given by name (``None`` values are "not given")."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in options:
+            raise ValueError(f"unknown option {name!r}; options are {sorted(options)}")
+        out.update(options[name].dotted(value))
+    return out

@@ -12,9 +12,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from localign.config import config_from_dict, config_to_dict, replace
+from localign.config import Option, config_from_dict, config_to_dict, options_to_dotted, replace
 from localign.models.config import MethodConfig
 from localign.models.registry import get_method
+from localign.train.recipes import RECIPES
 
 
 @dataclass(frozen=True)
@@ -62,11 +63,6 @@ class TrainConfig:
     data: str | None = None  # prepared dataset folder; None: the SynthCXR demo (generated and prepared on first use)
     out: str = "runs/lovt"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    epochs: int | None = None
-    batch_size: int | None = None  # the contrastive batch: split across ranks under DDP
-    lr: float | None = None
-    text_lr: float | None = None
-    accumulate: int | None = None
     max_steps: int | None = None  # stop after this many optimizer steps (smoke runs)
     max_train_studies: int | None = None  # use only the first N training studies (LoVT's subsets are prefixes)
     seed: int = 0
@@ -87,26 +83,84 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        return config_from_dict(cls, data)
+        return config_from_dict(cls, _migrate_shortcuts(data))
+
+
+# TrainConfig fields of run folders written before the shortcuts became dotted overrides; they
+# were applied after the method overrides, so they win over them here too.
+_LEGACY_SHORTCUTS = {"epochs": "optim.max_epochs", "batch_size": "optim.batch_size", "lr": "optim.lr",
+                     "text_lr": "optim.text_lr", "accumulate": "optim.accumulate"}
+
+
+def _migrate_shortcuts(data: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(data, dict) or not set(data) & set(_LEGACY_SHORTCUTS):
+        return data
+    data = dict(data)
+    moved = {key: data.pop(name) for name, key in _LEGACY_SHORTCUTS.items() if name in data}
+    data["overrides"] = {**(data.get("overrides") or {}), **{k: v for k, v in moved.items() if v is not None}}
+    return data
+
+
+def flat_train_config(data: dict[str, Any]) -> dict[str, Any]:
+    """A TrainConfig dict (as saved in a checkpoint, older layouts included) with each method
+    override as its own ``overrides.<dotted key>`` entry, so that a resume check can allow some
+    overrides to change (``optim.max_epochs``) and not others."""
+    data = dict(_migrate_shortcuts(data))
+    for key, value in (data.pop("overrides", None) or {}).items():
+        data[f"overrides.{key}"] = value
+    return data
 
 
 def resolve_method(config: TrainConfig) -> MethodConfig:
-    """The registry method with the run's overrides and shortcuts (epochs, batch size, lr) applied."""
-    method = get_method(config.method, **dict(config.overrides))
-    optim: dict[str, Any] = {}
-    if config.epochs is not None:
-        optim["max_epochs"] = config.epochs
-    if config.batch_size is not None:
-        optim["batch_size"] = config.batch_size
-    if config.lr is not None:
-        optim["lr"] = config.lr
-    if config.text_lr is not None:
-        optim["text_lr"] = config.text_lr
-    if config.accumulate is not None:
-        optim["accumulate"] = config.accumulate
-    if optim:
-        method = dataclasses.replace(method, optim=dataclasses.replace(method.optim, **optim))
-    return method
+    """The registry method with the run's dotted overrides applied."""
+    return get_method(config.method, **dict(config.overrides))
+
+
+def apply_overrides(config: TrainConfig, dotted: dict[str, Any]) -> TrainConfig:
+    """``config`` with dotted overrides: keys that start with a TrainConfig field (``seed``,
+    ``augment.hflip_prob``) set it; every other key is a MethodConfig key (``optim.lr``) and joins
+    ``config.overrides`` (later keys win), checked when the method is resolved."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    own = {k: v for k, v in dotted.items() if k.partition(".")[0] in names}
+    method = {k: v for k, v in dotted.items() if k not in own}
+    if "overrides" in own:
+        raise ValueError("apply_overrides: give method overrides as dotted keys, not as 'overrides'")
+    return replace(config, overrides={**config.overrides, **method}, **own)
+
+
+# Flag / notebook parameter / make_train_config keyword -> dotted key. The only table of them:
+# `localign pretrain`'s flags are built from it, notebook 03's parameters carry its names, and a
+# named recipe's `train` values are given by these names.
+TRAIN_OPTIONS: dict[str, Option] = {o.name: o for o in (
+    Option("method", "method", "registry name (see `localign methods`)"),
+    Option("recipe", "recipe", "paper: each paper's encoders and optimisation; demo: identical small encoders that learn in "
+           "minutes on a CPU (see `localign.train.recipes`); the flags below override single values", choices=tuple(sorted(RECIPES))),
+    Option("data", "data", "prepared dataset folder (default: the SynthCXR demo, generated on first use)"),
+    Option("out", "out", "run folder to write (runs/<name>)", required=True),
+    Option("encoders", None, "paper: the method's own encoders; demo: ResNet-18 at --image-size and the offline MiniLM for "
+           "every method (default: the recipe's)", choices=("paper", "demo")),
+    Option("image_arch", "image.arch", "image backbone (with --encoders demo: default resnet18)"),
+    Option("image_size", "image.input_size", "network input size (default: the method's, 128 with --encoders demo)", int),
+    Option("text_model", "text.model", "hub id, local folder or 'minilm' (default: the method's)"),
+    Option("augment", "augment", "image augmentation scheme (default: the recipe's)", choices=tuple(sorted(AUGMENTATIONS))),
+    Option("epochs", "optim.max_epochs", "maximum epochs (default: the recipe's, else the method's)", int),
+    Option("batch_size", "optim.batch_size", "the contrastive batch (split across ranks under torchrun)", int),
+    Option("lr", "optim.lr", "learning rate of the image encoder and heads", float),
+    Option("text_lr", "optim.text_lr", "learning rate of the text tower (None: lr)", float),
+    Option("accumulate", "optim.accumulate", "gradient accumulation steps", int),
+    Option("max_steps", "max_steps", "stop after this many optimizer steps (smoke runs)", int),
+    Option("max_train_studies", "max_train_studies", "use only the first N training studies", int),
+    Option("seed", "seed", "default 0", int),
+    Option("device", "device", "auto (default) | cpu | cuda | cuda:N"),
+    Option("amp", "amp", "mixed precision (default auto)", choices=("auto", "off", "bf16", "fp16")),
+    Option("deterministic", "deterministic", "deterministic algorithms (default: the recipe's; the demo recipe is deterministic)", bool),
+    Option("workers", "num_workers", "data-loader worker processes (default 0)", int),
+    Option("val_pool", "val_retrieval_pool", "retrieval candidate pool (default: the whole validation split)", int),
+    Option("checkpoint_every", "checkpoint_every", "optimizer steps between mid-epoch checkpoints", int),
+    Option("no_early_stopping", "early_stopping", "train all epochs", bool, negate=True),
+    Option("resume", "resume", "continue from <out>/checkpoints/last.pt", bool, flag="--resume"),
+    Option("quiet", "progress", "no progress bars", bool, negate=True),
+)}
 
 
 _TORCHVISION_LAST = {"resnet18": "layer4", "resnet50": "layer4"}
@@ -147,9 +201,10 @@ def encoder_overrides(
 
 
 def with_overrides(config: TrainConfig, **overrides: Any) -> TrainConfig:
-    """``replace`` for TrainConfig that merges method overrides instead of replacing them."""
+    """``replace`` for TrainConfig that merges method overrides (``overrides={...}``) instead of
+    replacing them; other keywords are TrainConfig fields or dotted keys (:func:`apply_overrides`)."""
     merged = {**config.overrides, **overrides.pop("overrides", {})}
-    return replace(config, overrides=merged, **overrides)
+    return apply_overrides(replace(config, overrides=merged), overrides)
 
 
 def make_train_config(
@@ -167,16 +222,21 @@ def make_train_config(
 ) -> TrainConfig:
     """The TrainConfig of the CLI flags / notebook parameters (one function, so both agree).
 
+    Every argument is an option of :data:`TRAIN_OPTIONS` (or a TrainConfig field by its own name,
+    e.g. ``num_workers``); each becomes a dotted override, applied in this order (later wins):
+    the recipe's encoders and method overrides, the recipe's options, ``overrides``, the
+    explicit arguments (not None).
+
     :param recipe: a name of :data:`localign.train.recipes.RECIPES` (``paper`` or ``demo``): its
-        encoders, augmentation, TrainConfig fields and method overrides are the defaults that every
-        other argument given here (not None) overrides
+        encoders, augmentation, options and method overrides are the defaults that every other
+        argument given here (not None) overrides
     :param encoders: ``paper`` keeps the method's encoders (``image_arch``/``image_size``/``text_model``
         override single fields); ``demo`` puts every method on identical encoders via
         :func:`encoder_overrides` (ResNet-18 at 128 px and the offline MiniLM unless given)
     :param augment: a name of :data:`AUGMENTATIONS`
-    :param overrides: further dotted MethodConfig overrides (applied last)
-    :param train: any other TrainConfig field (epochs, batch_size, lr, seed, device, max_steps, ...);
-        None means "the recipe's value" (or the TrainConfig default where the recipe sets none)
+    :param overrides: dotted overrides (MethodConfig keys such as ``optim.lr``, or TrainConfig fields)
+    :param train: any other option (epochs, batch_size, lr, seed, device, max_steps, workers, quiet, ...)
+        or TrainConfig field; None means "the recipe's value" (or the default where the recipe sets none)
     """
     from localign.train.recipes import get_recipe
 
@@ -184,7 +244,6 @@ def make_train_config(
     recipe_train, recipe_overrides = chosen.for_method(method)
     encoders = chosen.encoders if encoders is None else encoders
     augment = chosen.augment if augment is None else augment
-    train = {**recipe_train, **{k: v for k, v in train.items() if v is not None}}
     if encoders not in ("paper", "demo"):
         raise ValueError(f"encoders must be 'paper' or 'demo', got {encoders!r}")
     if augment not in AUGMENTATIONS:
@@ -193,12 +252,21 @@ def make_train_config(
     if encoders == "demo":
         o.update(encoder_overrides(method, image_arch=image_arch or "resnet18", image_size=image_size or 128, text_model=text_model or "minilm"))
     else:
-        if image_arch:
-            o["image.arch"] = image_arch
-        if image_size:
-            o["image.input_size"] = image_size
-        if text_model:
-            o["text.model"] = text_model
+        o.update(options_to_dotted(TRAIN_OPTIONS, {"image_arch": image_arch or None, "image_size": image_size or None,
+                                                   "text_model": text_model or None}))
     o.update(recipe_overrides)
+    o.update(_train_dotted(recipe_train))
     o.update(overrides or {})
-    return TrainConfig(method=method, overrides=o, data=data, out=out, augment=AUGMENTATIONS[augment], recipe=recipe, **train)
+    o.update(_train_dotted({k: v for k, v in train.items() if v is not None}))
+    base = TrainConfig(method=method, data=data, out=out, augment=AUGMENTATIONS[augment], recipe=recipe)
+    return apply_overrides(base, o)
+
+
+def _train_dotted(values: dict[str, Any]) -> dict[str, Any]:
+    """Option names through :data:`TRAIN_OPTIONS`; any other name is taken as a dotted key (a
+    TrainConfig field such as ``num_workers``, or ``optim.lr``)."""
+    named = {k: v for k, v in values.items() if k in TRAIN_OPTIONS}
+    for name in named:
+        if TRAIN_OPTIONS[name].key is None or name in ("method", "recipe", "data", "out", "augment"):
+            raise ValueError(f"{name!r} is an argument of make_train_config, not a setting a recipe or keyword can override here")
+    return {**options_to_dotted(TRAIN_OPTIONS, named), **{k: v for k, v in values.items() if k not in named}}

@@ -54,14 +54,14 @@ from localign.models.config import MethodConfig
 from localign.models.methods.base import PretrainModel
 from localign.paths import atomic_write_text
 from localign.train.checkpoint import CHECKPOINT_FORMAT, RESUME_HINT, atomic_save, export_image_encoder, load_checkpoint, remove_stale_temporaries, rng_state, set_rng_state, unwrap
-from localign.train.config import TrainConfig, resolve_method
+from localign.train.config import TrainConfig, flat_train_config, resolve_method
 from localign.train.data import Batch, Collate, EpochSampler, PixelStats, PretrainDataset, pixel_stats, report_tokens, resolve_data
 from localign.train.optim import OptimizerSet, build_optimizers, clip_gradients, steps_per_epoch
 
 log = logging.getLogger("localign.train")
 
 # Fields of TrainConfig that may change when resuming (they steer the run, not its result).
-RESUMABLE_CHANGES = {"resume", "max_steps", "epochs", "progress", "num_workers", "log_every", "checkpoint_every", "early_stopping",
+RESUMABLE_CHANGES = {"resume", "max_steps", "overrides.optim.max_epochs", "progress", "num_workers", "log_every", "checkpoint_every", "early_stopping",
                      "text_cache", "recipe"}
 
 
@@ -183,6 +183,8 @@ def _setup_logging(run_dir: Path, main: bool) -> logging.Handler | None:
 
 
 def _check_resume_config(stored: dict, current: dict) -> None:
+    # Each method override its own entry, so that the epochs (optim.max_epochs) may change.
+    stored, current = flat_train_config(stored), flat_train_config(current)
     diffs = sorted(k for k in set(stored) | set(current) if k not in RESUMABLE_CHANGES and stored.get(k) != current.get(k))
     if diffs:
         detail = ", ".join(f"{k}: {stored.get(k)!r} -> {current.get(k)!r}" for k in diffs)

@@ -28,7 +28,8 @@ class Recipe:
 
     :ivar encoders: ``paper`` (the method's own) or ``demo`` (identical small encoders)
     :ivar augment: a name of :data:`~localign.train.config.AUGMENTATIONS`
-    :ivar train: :class:`~localign.train.config.TrainConfig` fields (``lr``, ``epochs``, ...)
+    :ivar train: settings by their option names of :data:`~localign.train.config.TRAIN_OPTIONS`
+        (``lr``, ``epochs``, ``deterministic``, ...), as a user would give them on the command line
     :ivar overrides: dotted :class:`~localign.models.config.MethodConfig` overrides for every method
     :ivar by_family: per method family, further ``train`` fields and ``overrides``
         (``{"limitr": {"train": {...}, "overrides": {...}}}``)
@@ -43,7 +44,7 @@ class Recipe:
     by_family: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def for_method(self, method: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        """``(train fields, method overrides)`` of this recipe for one registry method."""
+        """``(options by name, dotted method overrides)`` of this recipe for one registry method."""
         family = get_method(method).family
         extra = self.by_family.get(family, {})
         return {**self.train, **extra.get("train", {})}, {**self.overrides, **extra.get("overrides", {})}
