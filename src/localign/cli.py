@@ -44,7 +44,7 @@ def parse_set(items: list[str], example: str) -> dict:
 
 def add_options(parser: argparse.ArgumentParser, options) -> None:
     """One argparse flag per :class:`~localign.config.Option` of a table (``--batch-size`` for
-    ``batch_size``). A flag that is not given parses to ``None`` ("the recipe's or the config's
+    ``batch_size``). A flag that is not given parses to the option's default, mostly ``None`` ("the recipe's or the config's
     default"); switches parse to ``True`` or ``None`` (``deterministic``: ``True``/``False``/``None``)."""
     for opt in options.values():
         kwargs: dict = {"help": opt.help, "dest": opt.name}
@@ -52,7 +52,7 @@ def add_options(parser: argparse.ArgumentParser, options) -> None:
             kwargs["action"] = "store_true" if opt.negate or opt.flag else argparse.BooleanOptionalAction
             kwargs["default"] = None
         else:
-            kwargs.update(type=opt.type, default=None, required=opt.required)
+            kwargs.update(type=opt.type, default=opt.default, required=opt.required)
             if opt.choices is not None:
                 kwargs["choices"] = opt.choices
         parser.add_argument(opt.cli_flag, **kwargs)

@@ -150,6 +150,7 @@ class Option:
     :ivar choices: allowed values, or ``None``
     :ivar required: the flag must be given
     :ivar flag: ``--name`` style flag if it differs from the name's (``--no-early-stopping``)
+    :ivar default: the flag's default (``None``: "not given", the config's or the recipe's value)
     """
 
     name: str
@@ -160,6 +161,7 @@ class Option:
     choices: tuple[Any, ...] | None = None
     required: bool = False
     flag: str | None = None
+    default: Any = None
 
     @property
     def cli_flag(self) -> str:

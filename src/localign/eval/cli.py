@@ -17,51 +17,28 @@ from __future__ import annotations
 import argparse
 import logging
 
-from localign.cli import parse_set
-
-
-def _csv(kind, text: str, what: str) -> tuple:
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    try:
-        return tuple(kind(t) for t in items)
-    except ValueError:
-        raise SystemExit(f"--{what}: expected comma-separated {kind.__name__} values, got {text!r}") from None
+from localign.cli import add_options, option_values, parse_set
+from localign.eval.options import EVAL_OPTIONS, make_eval_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--runs", nargs="+", required=True, metavar="RUN_DIR", help="run folders written by `localign pretrain`")
-    parser.add_argument("--tasks", default="all", help="comma-separated tasks or aliases (default: all)")
-    parser.add_argument("--fractions", default="0.01,0.1,1", help="label fractions of the probe and linear segmentation")
-    parser.add_argument("--seeds", default="0,1,2", help="downstream seeds")
-    parser.add_argument("--out", required=True, help="CSV of tidy results; a .json with config, timings and skipped tasks goes next to it")
-    parser.add_argument("--data", default=None, help="prepared dataset (default: the one each run was trained on)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available) | cpu | cuda | cuda:N")
-    parser.add_argument("--baselines", default="random,supervised,imagenet",
-                        help="comma-separated baselines among random, supervised, imagenet ('' or 'none' for none)")
-    parser.add_argument("--retrieval-pool", type=int, default=None, help="retrieval candidates per query (default: the whole split)")
-    parser.add_argument("--checkpoint", default="best", choices=("best", "last"))
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: torch's; 1 is often fastest on a busy 2-core machine)")
+    add_options(parser, {k: v for k, v in EVAL_OPTIONS.items() if k != "runs"})
+    parser.add_argument("--runs", nargs="+", required=True, metavar="RUN_DIR", help=EVAL_OPTIONS["runs"].help)
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="EvalConfig overrides, e.g. classifier_tuned.max_steps=200 unet.epochs=5 grounding_split=all")
-    parser.add_argument("--no-paper", action="store_true", help="print our results without the published numbers")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def main(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from localign.eval.protocols.runner import EvalConfig, evaluate_runs, resolve_tasks
+    from localign.eval.protocols.runner import evaluate_runs
     from localign.eval.tables import summary_tables
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    baselines = () if args.baselines.strip().lower() in ("", "none") else _csv(str, args.baselines, "baselines")
+    values = option_values(args, EVAL_OPTIONS)
+    settings = {k: v for k, v in values.items() if EVAL_OPTIONS[k].key is not None}
     try:
-        config = EvalConfig(tasks=resolve_tasks(args.tasks), fractions=_csv(float, args.fractions, "fractions"),
-                            seeds=_csv(int, args.seeds, "seeds"), baselines=baselines, device=args.device,
-                            retrieval_pool=args.retrieval_pool, checkpoint=args.checkpoint,
-                            num_threads=args.threads)
-        config = config.with_overrides(**parse_set(args.set, "unet.max_steps=200"))
+        config = make_eval_config(overrides=parse_set(args.set, "unet.max_steps=200"), **settings)
     except ValueError as err:
         raise SystemExit(f"localign evaluate: {err}") from None
     results = evaluate_runs(args.runs, data=args.data, out=args.out, config=config, progress=not args.quiet)

@@ -45,7 +45,7 @@ import pandas as pd
 import torch
 
 import localign
-from localign.config import config_from_dict, config_to_dict
+from localign.config import config_from_dict, config_to_dict, replace
 from localign.data import layout
 from localign.data.manifest import PreparedDataset, load_prepared
 from localign.eval.protocols import baselines as B
@@ -189,17 +189,7 @@ class EvalConfig:
 
     def with_overrides(self, **dotted: Any) -> "EvalConfig":
         """A copy with dotted-key overrides (``{"classifier.epochs": 5}``), converted like a YAML file."""
-        data = self.to_dict()
-        for key, value in dotted.items():
-            node, parts = data, key.split(".")
-            for part in parts[:-1]:
-                if part not in node or not isinstance(node[part], dict):
-                    raise ValueError(f"EvalConfig: {key!r} is not a nested config field")
-                node = node[part]
-            if parts[-1] not in node:
-                raise ValueError(f"EvalConfig: unknown field {key!r}; valid top-level fields are {sorted(data)}")
-            node[parts[-1]] = value
-        return config_from_dict(type(self), data)
+        return replace(self, **dotted)
 
 
 @dataclass
