@@ -594,3 +594,20 @@ def test_gloria_similarity_gives_a_caption_without_words_minus_infinity():
     scores = model.similarity({"regions": regions, "global": glob}, rep)
     assert scores.shape == (3, 2)
     assert torch.isfinite(scores[:, 0]).all() and torch.isneginf(scores[:, 1]).all()
+
+
+def test_each_method_class_declares_its_family_once():
+    """One family registry: the classes declare family and loss config; MethodConfig and build_model read it."""
+    from localign.models.config import FAMILIES, MethodConfig, family_loss_config
+    from localign.models.methods import PretrainModel
+
+    assert set(FAMILIES) == {"global_contrastive", "lovt", "mi", "gloria", "limitr"}
+    for family, cls in FAMILIES.items():
+        assert cls.family == family and family_loss_config(family) is cls.loss_config
+    for name in list_methods():
+        cfg = get_method(name)
+        assert isinstance(cfg.loss, FAMILIES[cfg.family].loss_config) and MethodConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown method family 'nope'"):
+        MethodConfig.from_dict({**get_method("convirt").to_dict(), "family": "nope"})
+    with pytest.raises(TypeError, match="declared by both"):
+        type("Impostor", (PretrainModel,), {"family": "lovt", "loss_config": object})

@@ -9,7 +9,6 @@ its paper defines.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -158,13 +157,18 @@ class LimitrLossConfig:
 
 LossConfig = Union[GlobalLossConfig, LoVTLossConfig, MILossConfig, GloriaLossConfig, LimitrLossConfig]
 
-LOSS_CONFIG_BY_FAMILY: dict[str, type] = {
-    "global_contrastive": GlobalLossConfig,
-    "lovt": LoVTLossConfig,
-    "mi": MILossConfig,
-    "gloria": GloriaLossConfig,
-    "limitr": LimitrLossConfig,
-}
+#: Method family -> its model class (a :class:`~localign.models.methods.base.PretrainModel`), which
+#: declares the family's name and loss config as class attributes (``family``, ``loss_config``).
+#: The one registry of families: each class enters it when it is defined
+#: (``PretrainModel.__init_subclass__``), i.e. when ``localign.models`` is imported.
+FAMILIES: dict[str, type] = {}
+
+
+def family_loss_config(family: str) -> type:
+    """The loss config class a method family declares; ``ValueError`` for an unknown family."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown method family {family!r}; known: {sorted(FAMILIES)}")
+    return FAMILIES[family].loss_config
 
 
 # --------------------------------------------------------------------------------------------------
@@ -217,9 +221,7 @@ class MethodConfig:
     reference: str = ""  # where the defaults come from (paper / config file)
 
     def __post_init__(self) -> None:
-        expected = LOSS_CONFIG_BY_FAMILY.get(self.family)
-        if expected is None:
-            raise ValueError(f"unknown method family {self.family!r}; known: {sorted(LOSS_CONFIG_BY_FAMILY)}")
+        expected = family_loss_config(self.family)
         if not isinstance(self.loss, expected):
             raise ValueError(
                 f"method {self.name!r} of family {self.family!r} needs a {expected.__name__}, "
@@ -232,25 +234,10 @@ class MethodConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "MethodConfig":
         data = dict(data)
-        family = data.get("family")
-        if family not in LOSS_CONFIG_BY_FAMILY:
-            raise ValueError(f"MethodConfig: unknown family {family!r}; known: {sorted(LOSS_CONFIG_BY_FAMILY)}")
-        loss = config_from_dict(LOSS_CONFIG_BY_FAMILY[family], data.pop("loss", {}) or {})
-        # config_from_dict cannot resolve the family-dependent `loss` type: parse the rest first.
-        obj = config_from_dict(_MethodConfigNoCheck, data)
-        return cls(**{f.name: getattr(obj, f.name) for f in dataclasses.fields(_MethodConfigNoCheck)}, loss=loss)
-
-
-@dataclass(frozen=True)
-class _MethodConfigNoCheck:
-    """MethodConfig without `loss`, used only to parse the other fields in :meth:`MethodConfig.from_dict`."""
-
-    name: str
-    family: str
-    description: str
-    image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
-    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
-    text_input: TextInputConfig = field(default_factory=TextInputConfig)
-    head: HeadConfig = field(default_factory=HeadConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    reference: str = ""
+        try:
+            loss_cls = family_loss_config(data.get("family"))
+        except ValueError as err:
+            raise ValueError(f"MethodConfig: {err}") from None
+        # `loss` is typed by the family, which config_from_dict cannot see: parse it first.
+        data["loss"] = config_from_dict(loss_cls, data.get("loss") or {})
+        return config_from_dict(cls, data)

@@ -7,12 +7,7 @@ from localign.models.methods.limitr import Limitr
 from localign.models.methods.lovt import LoVT
 from localign.models.methods.mi import MutualInformation
 
-FAMILIES: dict[str, type[PretrainModel]] = {
-    "global_contrastive": GlobalContrastive,
-    "lovt": LoVT,
-    "mi": MutualInformation,
-    "gloria": Gloria,
-    "limitr": Limitr,
-}
+# Importing the modules above registers their families (PretrainModel.__init_subclass__).
+from localign.models.config import FAMILIES  # noqa: E402
 
 __all__ = ["FAMILIES", "GlobalContrastive", "Gloria", "Limitr", "LoVT", "MutualInformation", "PretrainModel", "PretrainOutput"]

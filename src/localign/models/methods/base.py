@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from localign.data.text import TextBatch
-from localign.models.config import MethodConfig
+from localign.models.config import FAMILIES, MethodConfig
 from localign.models.image import ImageEncoder
 from localign.models.text import TextEncoder, TokenStates
 
@@ -34,7 +35,29 @@ class PretrainOutput:
 
 
 class PretrainModel(nn.Module):
-    """Base class: shared encoders, parameter groups, chunked pairwise scoring."""
+    """Base class: shared encoders, parameter groups, chunked pairwise scoring.
+
+    A method class declares its family and its loss config; defining the class registers the
+    family in :data:`~localign.models.config.FAMILIES`, which :class:`MethodConfig` and
+    :func:`~localign.models.build_model` read. Intermediate classes (shared parts of several
+    families) declare no family.
+
+    :cvar family: the name a :class:`MethodConfig`'s ``family`` gives (``"lovt"``)
+    :cvar loss_config: the dataclass of the family's ``MethodConfig.loss``
+    """
+
+    family: ClassVar[str | None] = None
+    loss_config: ClassVar[type | None] = None
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if "family" not in cls.__dict__:
+            return
+        if cls.loss_config is None:
+            raise TypeError(f"{cls.__name__} declares family {cls.family!r} but no loss_config")
+        if cls.family in FAMILIES and FAMILIES[cls.family].__qualname__ != cls.__qualname__:
+            raise TypeError(f"method family {cls.family!r} is declared by both {FAMILIES[cls.family].__name__} and {cls.__name__}")
+        FAMILIES[cls.family] = cls
 
     def __init__(self, config: MethodConfig) -> None:
         super().__init__()

@@ -23,6 +23,8 @@ from localign.models.text import TokenStates, masked_max, sentence_max_pool
 
 class GlobalContrastive(PretrainModel):
     """Global image/report embeddings and the global InfoNCE (base of LoVT as well)."""
+    family = "global_contrastive"
+    loss_config = GlobalLossConfig
 
     def __init__(self, config: MethodConfig) -> None:
         super().__init__(config)

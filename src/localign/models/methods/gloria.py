@@ -69,6 +69,9 @@ class WordRegionModel(PretrainModel):
 
 
 class Gloria(WordRegionModel):
+    family = "gloria"
+    loss_config = GloriaLossConfig
+
     def forward(self, images: Tensor, text: TextBatch, study_ids: Tensor | None = None) -> PretrainOutput:
         cfg: GloriaLossConfig = self.config.loss
         img, rep = self.encode_images(images), self.encode_reports(text)

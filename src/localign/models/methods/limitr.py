@@ -34,6 +34,9 @@ from localign.models.text import TokenStates, merge_word_pieces
 
 
 class Limitr(WordRegionModel):
+    family = "limitr"
+    loss_config = LimitrLossConfig
+
     def __init__(self, config: MethodConfig) -> None:
         super().__init__(config)
         cfg: LimitrLossConfig = config.loss

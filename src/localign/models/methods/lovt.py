@@ -31,6 +31,9 @@ from localign.models.text import sentence_max_pool
 
 
 class LoVT(GlobalContrastive):
+    family = "lovt"
+    loss_config = LoVTLossConfig
+
     def __init__(self, config: MethodConfig) -> None:
         super().__init__(config)
         loss: LoVTLossConfig = config.loss

@@ -28,6 +28,9 @@ from localign.models.methods.base import PretrainModel, PretrainOutput, chunked_
 
 
 class MutualInformation(PretrainModel):
+    family = "mi"
+    loss_config = MILossConfig
+
     supported_text_modes = ("joint", "sentences")
 
     def __init__(self, config: MethodConfig) -> None:
