@@ -11,6 +11,7 @@ from localign.config import load_config, save_config
 from localign.data.text import SpecialTokens, TextBatch, assemble_joint, collate_reports, random_sentence_swaps, swap_laterality
 from localign.models import build_model, get_method, list_methods
 from localign.models.config import ImageEncoderConfig, MethodConfig, TextInputConfig
+from localign.models.embeddings import ImageEmbeddings, ReportEmbeddings
 from localign.models.heads import AttentionPool, ConcatCritic, LoVTAlignment, ProjectionHead, SelfAttentionAggregator, sincos_positional_encoding_2d
 from localign.models.image import ImageEncoder
 from localign.models.registry import LOVT_ABLATIONS
@@ -428,14 +429,14 @@ def test_gloria_retrieval_attends_with_the_caption_words_only(tokenizer):
         scores = model.similarity(img, rep, chunk=3)
         _, one = _batch(tokenizer, model.config, [REPORTS[3]], size=model.config.image.input_size)
         alone = model.similarity(img, model.encode_reports(one))
-    glob = torch.nn.functional.normalize(img["global"], dim=-1) @ torch.nn.functional.normalize(rep["global"], dim=-1).T
+    glob = torch.nn.functional.normalize(img.global_embedding, dim=-1) @ torch.nn.functional.normalize(rep.global_embedding, dim=-1).T
     expected = torch.zeros(4, 4)
     for i in range(4):
-        n = int(rep["word_mask"][i].sum()) - 1  # words without [CLS]
-        w = rep["words"][i, 1 : n + 1]
-        assert n >= 1 and not rep["word_mask"][i, n + 1 :].any()
+        n = int(rep.word_mask[i].sum()) - 1  # words without [CLS]
+        w = rep.words[i, 1 : n + 1]
+        assert n >= 1 and not rep.word_mask[i, n + 1 :].any()
         for j in range(4):
-            v = img["regions"][j]
+            v = img.local[j]
             alpha = torch.softmax(4.0 * torch.softmax(w @ v.T, dim=0), dim=1)
             c = alpha @ v
             cos = (w * c).sum(-1) / (w.norm(dim=-1) * c.norm(dim=-1)).clamp(min=1e-8)
@@ -528,13 +529,13 @@ def test_limitr_bug_compatible_internal_loss_matches_the_released_layout(tokeniz
     with torch.no_grad():
         internal = float(model(images, text, torch.arange(4)).terms["internal"])
         tokens = model.token_states(text).tokens
-        regions = model.encode_images(images)["regions"]
+        regions = model.encode_images(images).local
     names = [tokenizer.convert_ids_to_tokens(row.tolist()) for row in text.input_ids]
     expected = _released_limitr_internal_loss(tokens, names, regions, model.aggregate)
     assert internal == pytest.approx(expected, rel=1e-5)
     layout = model.released_word_layout(model.token_states(text), text)
-    n_words = model.encode_reports(text)["word_mask"].sum(1)  # [CLS] + words
-    assert layout["words"].shape[1] == 97 and torch.equal(layout["word_mask"].sum(1), n_words + 1)  # + [SEP]
+    n_words = model.encode_reports(text).word_mask.sum(1)  # [CLS] + words
+    assert layout.words.shape[1] == 97 and torch.equal(layout.word_mask.sum(1), n_words + 1)  # + [SEP]
 
 
 def test_limitr_checkpointed_chunks_replay_their_dropout_masks(tokenizer):
@@ -543,14 +544,14 @@ def test_limitr_checkpointed_chunks_replay_their_dropout_masks(tokenizer):
     images, text = _batch(tokenizer, model.config, REPORTS)
     with torch.no_grad():
         img, rep = model.encode_images(images), model.encode_reports(text)
-    keys, regions, words = (t.detach().clone().requires_grad_() for t in (img["keys"], img["regions"], rep["words"]))
-    mask = rep["word_mask"]
+    keys, regions, words = (t.detach().clone().requires_grad_() for t in (img.keys, img.local, rep.words))
+    mask = rep.word_mask
     weights = torch.randn(4, 4)
 
     def scores_and_grads(checkpointed: bool, seed: int):
         torch.manual_seed(seed)
         if checkpointed:
-            s_cap, s_img = model.pair_scores({"keys": keys, "regions": regions}, {"words": words, "word_mask": mask})
+            s_cap, s_img = model.pair_scores(ImageEmbeddings(local=regions, keys=keys), ReportEmbeddings(words=words, word_mask=mask))
         else:  # the same chunks without checkpointing: what backward must differentiate
             parts = [model._pair_scores(keys[i : i + 3], regions[i : i + 3], words, mask) for i in (0, 3)]
             s_cap, s_img = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
@@ -590,8 +591,8 @@ def test_gloria_similarity_gives_a_caption_without_words_minus_infinity():
     regions, glob = torch.randn(3, 16, 16), torch.randn(3, 16)
     words = torch.randn(2, 5, 16)
     mask = torch.tensor([[True, True, True, False, False], [True, False, False, False, False]])  # caption 1: [CLS] only
-    rep = {"words": words, "word_mask": mask, "global": torch.randn(2, 16)}
-    scores = model.similarity({"regions": regions, "global": glob}, rep)
+    rep = ReportEmbeddings(global_embedding=torch.randn(2, 16), words=words, word_mask=mask)
+    scores = model.similarity(ImageEmbeddings(global_embedding=glob, local=regions), rep)
     assert scores.shape == (3, 2)
     assert torch.isfinite(scores[:, 0]).all() and torch.isneginf(scores[:, 1]).all()
 
@@ -611,3 +612,65 @@ def test_each_method_class_declares_its_family_once():
         MethodConfig.from_dict({**get_method("convirt").to_dict(), "family": "nope"})
     with pytest.raises(TypeError, match="declared by both"):
         type("Impostor", (PretrainModel,), {"family": "lovt", "loss_config": object})
+
+
+# Fields each family's embedding records fill (the rest stay None).
+RECORD_FIELDS = {
+    "convirt": ({"global_embedding"}, {"global_embedding"}),
+    "clip": ({"global_embedding"}, {"global_embedding"}),
+    "lovt": ({"global_embedding"}, {"global_embedding"}),
+    "gloria": ({"global_embedding", "local"}, {"global_embedding", "words", "word_mask"}),
+    "limitr": ({"global_embedding", "local", "keys"}, {"global_embedding", "words", "word_mask"}),
+    "global_mi_cpc": ({"global_embedding"}, {"global_embedding"}),
+    "local_mi_cpc": ({"local"}, {"local", "local_mask"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RECORD_FIELDS))
+def test_embedding_records_have_their_shapes_and_chunks_concatenate_to_one_shot_encoding(tokenizer, name):
+    torch.manual_seed(0)
+    model = build_model(tiny_method(name)).eval()
+    size = model.config.image.input_size
+    images, text = _batch(tokenizer, model.config, REPORTS, size=size)
+    with torch.no_grad():
+        img, rep = model.encode_images(images), model.encode_reports(text)
+        # Two batches of reports with different word counts: cat pads the words. Both batches have
+        # three-sentence reports, as LoVT's attention pool sees padded sentence slots.
+        reports = [REPORTS[2], REPORTS[0], REPORTS[1], ["Lungs are clear.", "No effusion.", "Heart size is normal."]]
+        rep_all = model.encode_reports(_batch(tokenizer, model.config, reports, size=size)[1])
+        chunks_img = [model.encode_images(images[:3]), model.encode_images(images[3:])]
+        chunks_rep = [model.encode_reports(_batch(tokenizer, model.config, part, size=size)[1]) for part in (reports[:2], reports[2:])]
+        joined_img, joined_rep = ImageEmbeddings.cat(chunks_img), ReportEmbeddings.cat(chunks_rep)
+        one_shot, chunked = model.similarity(img, rep_all), model.similarity(joined_img, joined_rep)
+    image_fields, report_fields = RECORD_FIELDS[name]
+    assert set(img.tensors()) == image_fields and set(rep.tensors()) == report_fields
+    assert len(img) == len(rep) == 4
+    if img.global_embedding is not None:
+        assert img.global_embedding.dim() == 2 and rep.global_embedding.shape[0] == 4
+    if img.local is not None:
+        k = img.local.shape[1]
+        assert img.local.dim() == 3 and k >= 1 and (img.keys is None or img.keys.shape == img.local.shape)
+    if rep.words is not None:
+        assert rep.words.dim() == 3 and rep.word_mask.dtype == torch.bool and rep.word_mask.shape == rep.words.shape[:2]
+    if rep.local is not None:
+        assert rep.local.shape[:2] == (4, 3) and rep.local_mask.sum(1).tolist() == [len(r) for r in REPORTS]
+    assert torch.allclose(chunked, one_shot, atol=1e-5)
+    moved = img.to("cpu", dtype=torch.float64)
+    assert all(t.dtype == torch.float64 for t in moved.tensors().values())
+    assert torch.equal(img[1:3].tensors()[next(iter(image_fields))], img.tensors()[next(iter(image_fields))][1:3])
+
+
+def test_embedding_records_check_their_fields():
+    with pytest.raises(ValueError, match="batch size"):
+        ImageEmbeddings(global_embedding=torch.zeros(2, 4), local=torch.zeros(3, 5, 4))
+    with pytest.raises(ValueError, match="word_mask must be a bool tensor"):
+        ReportEmbeddings(words=torch.zeros(2, 5, 4), word_mask=torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(TypeError, match="emb.global"):
+        ImageEmbeddings(global_embedding=torch.zeros(2, 4))["global"]
+    with pytest.raises(ValueError, match="needs ImageEmbeddings.local"):
+        build_model(tiny_method("gloria")).similarity(ImageEmbeddings(global_embedding=torch.zeros(2, 16)),
+                                                      ReportEmbeddings(global_embedding=torch.zeros(2, 16)))
+    a = ReportEmbeddings(words=torch.ones(1, 2, 3), word_mask=torch.ones(1, 2, dtype=torch.bool))
+    b = ReportEmbeddings(words=torch.ones(2, 4, 3), word_mask=torch.ones(2, 4, dtype=torch.bool))
+    joined = ReportEmbeddings.cat([a, b])
+    assert joined.words.shape == (3, 4, 3) and joined.word_mask.sum().item() == 2 + 8 and joined.words[0, 2:].abs().sum() == 0

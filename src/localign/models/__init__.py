@@ -5,6 +5,7 @@
 """
 
 from localign.models.config import MethodConfig
+from localign.models.embeddings import ImageEmbeddings, ReportEmbeddings
 from localign.models.methods import FAMILIES, PretrainModel, PretrainOutput
 from localign.models.registry import LOVT_ABLATIONS, METHODS, get_method, list_methods, register_method
 
@@ -17,11 +18,13 @@ def build_model(config: MethodConfig) -> PretrainModel:
 
 
 __all__ = [
+    "ImageEmbeddings",
     "LOVT_ABLATIONS",
     "METHODS",
     "MethodConfig",
     "PretrainModel",
     "PretrainOutput",
+    "ReportEmbeddings",
     "build_model",
     "get_method",
     "list_methods",

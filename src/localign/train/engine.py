@@ -51,6 +51,7 @@ from localign.data.tokenize import load_tokenizer
 from localign.eval.metrics import effective_rank, recall_at_k
 from localign.models import build_model
 from localign.models.config import MethodConfig
+from localign.models.embeddings import ImageEmbeddings, ReportEmbeddings
 from localign.models.methods.base import PretrainModel
 from localign.paths import atomic_write_text
 from localign.train.checkpoint import CHECKPOINT_FORMAT, RESUME_HINT, atomic_save, export_image_encoder, load_checkpoint, remove_stale_temporaries, rng_state, set_rng_state, unwrap
@@ -191,19 +192,6 @@ def _check_resume_config(stored: dict, current: dict) -> None:
         raise ValueError(f"cannot resume: the run folder was made with a different configuration ({detail})")
 
 
-def concat_embeddings(chunks: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Concatenate per-batch embedding dicts along dim 0, zero-padding dim 1 where lengths differ
-    (words and sentences vary per batch; their masks pad with False)."""
-    out = {}
-    for key in chunks[0]:
-        parts = [c[key] for c in chunks]
-        if parts[0].dim() >= 2 and len({p.shape[1] for p in parts}) > 1:
-            n = max(p.shape[1] for p in parts)
-            parts = [torch.cat([p, p.new_zeros((p.shape[0], n - p.shape[1], *p.shape[2:]))], dim=1) for p in parts]
-        out[key] = torch.cat(parts, dim=0)
-    return out
-
-
 # --------------------------------------------------------------------------------------------------
 # Validation
 # --------------------------------------------------------------------------------------------------
@@ -223,9 +211,9 @@ def evaluate_retrieval(model: PretrainModel, loader: DataLoader, device: torch.d
         for batch in loader:
             batch = batch.to(device)
             with autocast():
-                images.append({k: v.float() for k, v in model.encode_images(batch.images).items()})
-                reports.append({k: (v.float() if v.is_floating_point() else v) for k, v in model.encode_reports(batch.text).items()})
-        img, rep = concat_embeddings(images), concat_embeddings(reports)
+                images.append(model.encode_images(batch.images).to(dtype=torch.float32))
+                reports.append(model.encode_reports(batch.text).to(dtype=torch.float32))
+        img, rep = ImageEmbeddings.cat(images), ReportEmbeddings.cat(reports)
         scores = model.similarity(img, rep).float().cpu().numpy()
     return recall_at_k(scores, ks=(1, 5, 10), chunk_size=pool)
 

@@ -5,7 +5,8 @@ A method is an ``nn.Module`` with the shared encoders (:class:`~localign.models.
 
 - ``forward(images, text, study_ids) -> PretrainOutput``: the objective on a batch (gathering
   features across ranks under DDP where the objective compares samples);
-- ``encode_images`` / ``encode_reports``: inference embeddings (dicts of tensors);
+- ``encode_images`` / ``encode_reports``: inference embeddings, typed records
+  (:class:`~localign.models.embeddings.ImageEmbeddings`, :class:`~localign.models.embeddings.ReportEmbeddings`);
 - ``similarity(image_emb, report_emb) -> [N_img, N_txt]``: the method's retrieval score;
 - ``region_text_similarity(images, text) -> [B, h, w]``: per-region similarity of each image with
   its paired text (phrase grounding maps, CNR).
@@ -22,6 +23,7 @@ from torch import Tensor, nn
 
 from localign.data.text import TextBatch
 from localign.models.config import FAMILIES, MethodConfig
+from localign.models.embeddings import ImageEmbeddings, ReportEmbeddings
 from localign.models.image import ImageEncoder
 from localign.models.text import TextEncoder, TokenStates
 
@@ -100,16 +102,16 @@ class PretrainModel(nn.Module):
     def forward(self, images: Tensor, text: TextBatch, study_ids: Tensor | None = None) -> PretrainOutput:  # pragma: no cover
         raise NotImplementedError
 
-    def encode_images(self, images: Tensor) -> dict[str, Tensor]:  # pragma: no cover
+    def encode_images(self, images: Tensor) -> ImageEmbeddings:  # pragma: no cover
         raise NotImplementedError
 
-    def encode_reports(self, text: TextBatch) -> dict[str, Tensor]:  # pragma: no cover
+    def encode_reports(self, text: TextBatch) -> ReportEmbeddings:  # pragma: no cover
         raise NotImplementedError
 
-    def similarity(self, image_emb: dict[str, Tensor], report_emb: dict[str, Tensor]) -> Tensor:
+    def similarity(self, image_emb: ImageEmbeddings, report_emb: ReportEmbeddings) -> Tensor:
         """Default retrieval score: cosine of the global embeddings ``[N_img, N_txt]``."""
-        a = nn.functional.normalize(image_emb["global"], dim=-1)
-        b = nn.functional.normalize(report_emb["global"], dim=-1)
+        a = nn.functional.normalize(image_emb.need("global_embedding", type(self).__name__), dim=-1)
+        b = nn.functional.normalize(report_emb.need("global_embedding", type(self).__name__), dim=-1)
         return a @ b.T
 
     def region_text_similarity(self, images: Tensor, text: TextBatch) -> Tensor:  # pragma: no cover

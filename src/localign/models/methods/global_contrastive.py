@@ -15,6 +15,7 @@ from localign.data.text import TextBatch
 from localign.distributed import gather_with_grad
 from localign.losses import info_nce
 from localign.models.config import GlobalLossConfig, LoVTLossConfig, MethodConfig
+from localign.models.embeddings import ImageEmbeddings, ReportEmbeddings
 from localign.models.heads import AttentionPool, ProjectionHead
 from localign.models.image import ImageFeatures
 from localign.models.methods.base import PretrainModel, PretrainOutput
@@ -62,21 +63,21 @@ class GlobalContrastive(PretrainModel):
         return masked_max(states.tokens, text.sentence_ids >= 0), None
 
     # --- interface -------------------------------------------------------------------------------
-    def encode_images(self, images: Tensor) -> dict[str, Tensor]:
+    def encode_images(self, images: Tensor) -> ImageEmbeddings:
         y, _ = self.image_global(self.image_encoder(images))
-        return {"global": self.image_head(y)}
+        return ImageEmbeddings(global_embedding=self.image_head(y))
 
-    def encode_reports(self, text: TextBatch) -> dict[str, Tensor]:
+    def encode_reports(self, text: TextBatch) -> ReportEmbeddings:
         y, _ = self.report_global(self.token_states(text), text)
-        return {"global": self.report_head(y)}
+        return ReportEmbeddings(global_embedding=self.report_head(y))
 
     def global_loss(self, z_image: Tensor, z_report: Tensor) -> Tensor:
         loss = self.config.loss
         return info_nce(gather_with_grad(z_image), gather_with_grad(z_report), loss.temperature, weight_a2b=loss.weight_a2b)
 
     def forward(self, images: Tensor, text: TextBatch, study_ids: Tensor | None = None) -> PretrainOutput:
-        z_image = self.encode_images(images)["global"]
-        z_report = self.encode_reports(text)["global"]
+        z_image = self.encode_images(images).global_embedding
+        z_report = self.encode_reports(text).global_embedding
         loss = self.global_loss(z_image, z_report)
         return PretrainOutput(loss=loss, terms={"global": loss.detach()})
 
@@ -101,6 +102,6 @@ class GlobalContrastive(PretrainModel):
     def region_text_similarity(self, images: Tensor, text: TextBatch) -> Tensor:
         feats = self.image_encoder(images)
         regions = torch.nn.functional.normalize(self.region_embeddings(feats), dim=-1)
-        report = torch.nn.functional.normalize(self.encode_reports(text)["global"], dim=-1)
+        report = torch.nn.functional.normalize(self.encode_reports(text).global_embedding, dim=-1)
         sim = torch.einsum("bkd,bd->bk", regions, report)
         return sim.reshape(sim.shape[0], *feats.grid)

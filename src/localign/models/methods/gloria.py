@@ -21,6 +21,7 @@ from localign.data.text import TextBatch
 from localign.distributed import gather_with_grad, pad_to_global_max
 from localign.losses import gloria_global_loss, gloria_inference_local_scores, gloria_local_loss
 from localign.models.config import GloriaLossConfig, MethodConfig
+from localign.models.embeddings import ImageEmbeddings, ReportEmbeddings
 from localign.models.image import ImageFeatures
 from localign.models.methods.base import PretrainModel, PretrainOutput, chunked_pairwise
 from localign.models.text import TokenStates, masked_mean, merge_word_pieces
@@ -35,36 +36,36 @@ class WordRegionModel(PretrainModel):
         self.region_embed = nn.Linear(self.image_encoder.region_channels, d, bias=False)  # the 1x1 conv
         self.global_embed = nn.Linear(self.image_encoder.pooled_channels, d)
 
-    def embed_features(self, feats: ImageFeatures) -> dict[str, Tensor]:
-        return {"regions": self.region_embed(feats.regions), "global": self.global_embed(feats.pooled)}
+    def embed_features(self, feats: ImageFeatures) -> ImageEmbeddings:
+        return ImageEmbeddings(global_embedding=self.global_embed(feats.pooled), local=self.region_embed(feats.regions))
 
-    def encode_images(self, images: Tensor) -> dict[str, Tensor]:
+    def encode_images(self, images: Tensor) -> ImageEmbeddings:
         return self.embed_features(self.image_encoder(images))
 
-    def encode_reports(self, text: TextBatch) -> dict[str, Tensor]:
+    def encode_reports(self, text: TextBatch) -> ReportEmbeddings:
         return self.report_features(self.token_states(text), text)
 
-    def report_features(self, states: TokenStates, text: TextBatch) -> dict[str, Tensor]:
+    def report_features(self, states: TokenStates, text: TextBatch) -> ReportEmbeddings:
         """Word set ([CLS] + words), its mask and the report vector from the token states."""
         word_ids = self.text_encoder.word_ids(text.input_ids, text.attention_mask)
         words, word_mask = merge_word_pieces(states.tokens, word_ids)
         # Report vector: mean of the token states over [CLS] ... [SEP] (the code divides by the padded
         # length instead; the global losses use cosines, which do not see that constant factor).
         report = masked_mean(states.tokens, text.attention_mask.bool())
-        return {"words": words, "word_mask": word_mask, "global": report}
+        return ReportEmbeddings(global_embedding=report, words=words, word_mask=word_mask)
 
     def region_text_similarity(self, images: Tensor, text: TextBatch) -> Tensor:
         """Cosine between each embedded region and the phrase's report vector."""
         feats = self.image_encoder(images)
         img = self.embed_features(feats)
         rep = self.encode_reports(text)
-        sim = torch.einsum("bkd,bd->bk", F.normalize(img["regions"], dim=-1), F.normalize(rep["global"], dim=-1))
+        sim = torch.einsum("bkd,bd->bk", F.normalize(img.local, dim=-1), F.normalize(rep.global_embedding, dim=-1))
         return sim.reshape(sim.shape[0], *feats.grid)
 
     @staticmethod
-    def gather_words(rep: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        words = gather_with_grad(pad_to_global_max(rep["words"], dim=1))
-        mask = gather_with_grad(pad_to_global_max(rep["word_mask"].float(), dim=1)).bool()
+    def gather_words(rep: ReportEmbeddings) -> tuple[Tensor, Tensor]:
+        words = gather_with_grad(pad_to_global_max(rep.words, dim=1))
+        mask = gather_with_grad(pad_to_global_max(rep.word_mask.float(), dim=1)).bool()
         return words, mask
 
 
@@ -76,14 +77,14 @@ class Gloria(WordRegionModel):
         cfg: GloriaLossConfig = self.config.loss
         img, rep = self.encode_images(images), self.encode_reports(text)
         words, word_mask = self.gather_words(rep)
-        regions, img_g, rep_g = gather_with_grad(img["regions"]), gather_with_grad(img["global"]), gather_with_grad(rep["global"])
+        regions, img_g, rep_g = gather_with_grad(img.local), gather_with_grad(img.global_embedding), gather_with_grad(rep.global_embedding)
         local = gloria_local_loss(words, word_mask, regions, temp1=cfg.temp1, temp2=cfg.temp2, temp3=cfg.temp3,
                                   agg=cfg.agg, paper_scaling=cfg.paper_scaling)
         glob = gloria_global_loss(img_g, rep_g, temp3=cfg.temp3)
         loss = cfg.local_weight * local + cfg.global_weight * glob
         return PretrainOutput(loss=loss, terms={"local": local.detach(), "global": glob.detach()})
 
-    def similarity(self, image_emb: dict[str, Tensor], report_emb: dict[str, Tensor], chunk: int = 16) -> Tensor:
+    def similarity(self, image_emb: ImageEmbeddings, report_emb: ReportEmbeddings, chunk: int = 16) -> Tensor:
         """GLoRIA's inference similarity ``(Z_inf + G) / 2`` ``[N_img, N_txt]`` (spec §4.4).
 
         ``Z_inf`` attends with the caption's word tokens only: [CLS] (word slot 0) and the padded
@@ -91,8 +92,8 @@ class Gloria(WordRegionModel):
         ``get_local_similarities`` slices each caption to its words before attending.
         """
         cfg: GloriaLossConfig = self.config.loss
-        regions, words = image_emb["regions"], report_emb["words"]
-        words_only = report_emb["word_mask"].clone()
+        regions, words = image_emb.need("local", "GLoRIA's similarity"), report_emb.need("words", "GLoRIA's similarity")
+        words_only = report_emb.need("word_mask", "GLoRIA's similarity").clone()
         words_only[:, 0] = False  # slot 0 is [CLS]
         # A caption with no word (only special tokens, e.g. [UNK]) matches no image: -inf, as a
         # max over an empty word set, instead of stopping a whole validation.
@@ -106,5 +107,5 @@ class Gloria(WordRegionModel):
             return out
 
         local = chunked_pairwise(block, len(regions), len(words), chunk)
-        glob = F.normalize(image_emb["global"], dim=-1) @ F.normalize(report_emb["global"], dim=-1).T
+        glob = F.normalize(image_emb.global_embedding, dim=-1) @ F.normalize(report_emb.global_embedding, dim=-1).T
         return (local + glob) / 2

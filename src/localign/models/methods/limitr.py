@@ -17,6 +17,8 @@ supported: the manifests keep frontal images only.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -26,6 +28,7 @@ from localign.data.text import TextBatch
 from localign.distributed import gather_with_grad
 from localign.losses import double_softmax_attention, limitr_external_loss, limitr_global_loss, limitr_internal_loss, masked_softmax
 from localign.models.config import LimitrLossConfig, MethodConfig
+from localign.models.embeddings import ImageEmbeddings, ReportEmbeddings
 from localign.models.image import ImageFeatures
 from localign.models.heads import SelfAttentionAggregator, limitr_pair_scores, sincos_positional_encoding_2d
 from localign.models.methods.base import PretrainOutput, chunked_pairwise
@@ -47,17 +50,17 @@ class Limitr(WordRegionModel):
         if cfg.pair_chunk is not None and cfg.pair_chunk < 1:
             raise ValueError(f"loss.pair_chunk must be a positive number of images or None, got {cfg.pair_chunk}")
 
-    def embed_features(self, feats: ImageFeatures) -> dict[str, Tensor]:
+    def embed_features(self, feats: ImageFeatures) -> ImageEmbeddings:
         out = super().embed_features(feats)
-        out["keys"] = out["regions"]
+        keys = out.local
         if self.config.loss.positional_encoding:
             h, w = feats.grid
             # As the code: the encoding enters the regions used as attention queries/keys and values,
             # but not the region features multiplied element-wise in the image direction.
-            out["keys"] = out["regions"] + sincos_positional_encoding_2d(h, w, out["regions"].shape[-1]).to(out["regions"])
-        return out
+            keys = out.local + sincos_positional_encoding_2d(h, w, out.local.shape[-1]).to(out.local)
+        return dataclasses.replace(out, keys=keys)
 
-    def pair_scores(self, img: dict[str, Tensor], rep: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    def pair_scores(self, img: ImageEmbeddings, rep: ReportEmbeddings) -> tuple[Tensor, Tensor]:
         """``(S_cap, S_img)``, both ``[B_img, B_txt]`` sigmoid scores for every (image, report) pair.
 
         The pairs are always scored in small blocks (a few images x a few reports of similar length,
@@ -69,11 +72,13 @@ class Limitr(WordRegionModel):
         about one extra forward for memory; leave it unset unless memory is short.
         """
         chunk = self.config.loss.pair_chunk
-        n = img["keys"].shape[0]
+        keys, regions = img.need("keys", "LIMITR's pair scores"), img.need("local", "LIMITR's pair scores")
+        words, word_mask = rep.need("words", "LIMITR's pair scores"), rep.need("word_mask", "LIMITR's pair scores")
+        n = keys.shape[0]
         if chunk is None or chunk >= n or not torch.is_grad_enabled():
-            return self._pair_scores(img["keys"], img["regions"], rep["words"], rep["word_mask"])
+            return self._pair_scores(keys, regions, words, word_mask)
         parts = [
-            checkpoint(self._pair_scores, img["keys"][i : i + chunk], img["regions"][i : i + chunk], rep["words"], rep["word_mask"],
+            checkpoint(self._pair_scores, keys[i : i + chunk], regions[i : i + chunk], words, word_mask,
                        use_reentrant=False)
             for i in range(0, n, chunk)
         ]
@@ -85,7 +90,7 @@ class Limitr(WordRegionModel):
         return limitr_pair_scores(self.aggregate, self.score_caption, self.score_image, keys, regions, words, word_mask,
                                   self.config.loss.lam)
 
-    def released_word_layout(self, states: TokenStates, text: TextBatch) -> dict[str, Tensor]:
+    def released_word_layout(self, states: TokenStates, text: TextBatch) -> ReportEmbeddings:
         """The released code's word set for its internal loss (bug-compatible mode).
 
         ``words`` ``[B, T, D]`` over **all** T input positions: [CLS], the merged words, [SEP], then
@@ -96,9 +101,9 @@ class Limitr(WordRegionModel):
         """
         slots = self.text_encoder.released_slot_ids(text.input_ids, text.attention_mask)
         words, filled = merge_word_pieces(states.tokens, slots, n_words=text.input_ids.shape[1])
-        return {"words": words, "word_mask": filled}
+        return ReportEmbeddings(words=words, word_mask=filled)
 
-    def internal_terms(self, img: dict[str, Tensor], rep: dict[str, Tensor]) -> dict[str, Tensor]:
+    def internal_terms(self, img: ImageEmbeddings, rep: ReportEmbeddings) -> dict[str, Tensor]:
         """Within-sample attention contexts and weights for the internal loss (spec §3.3).
 
         ``rep`` is the word set the loss runs on: :meth:`released_word_layout` in bug-compatible
@@ -108,8 +113,8 @@ class Limitr(WordRegionModel):
         bug = cfg.bug_compatible_internal_mask
         # The released code passes its internal loss the region embeddings without the positional
         # encoding (the encoding is added inside its pair scoring only); bug-compatible mode does too.
-        keys, regions = (img["regions"] if bug else img["keys"]), img["regions"]
-        words, word_mask = rep["words"], rep["word_mask"]
+        keys, regions = (img.local if bug else img.keys), img.local
+        words, word_mask = rep.words, rep.word_mask
         b, r = regions.shape[:2]
         # ĉ_t: each word over its own image's regions (the code attends with every position, pads included).
         context_words, _ = double_softmax_attention(words, keys, lam=cfg.lam, query_mask=None if bug else word_mask)
@@ -137,13 +142,13 @@ class Limitr(WordRegionModel):
         terms: dict[str, Tensor] = {}
         total = images.new_zeros(())
         if cfg.global_weight > 0:
-            g = limitr_global_loss(gather_with_grad(img["global"]), gather_with_grad(rep["global"]), temperature=cfg.temperature)
+            g = limitr_global_loss(gather_with_grad(img.global_embedding), gather_with_grad(rep.global_embedding), temperature=cfg.temperature)
             terms["global"] = g.detach()
             total = total + cfg.global_weight * g
         if cfg.external_weight > 0:
             words, word_mask = self.gather_words(rep)
-            gathered_img = {"keys": gather_with_grad(img["keys"]), "regions": gather_with_grad(img["regions"])}
-            s_cap, s_img = self.pair_scores(gathered_img, {"words": words, "word_mask": word_mask})
+            gathered_img = ImageEmbeddings(local=gather_with_grad(img.local), keys=gather_with_grad(img.keys))
+            s_cap, s_img = self.pair_scores(gathered_img, ReportEmbeddings(words=words, word_mask=word_mask))
             ext = limitr_external_loss(s_cap, s_img, scale=1.0 / cfg.temperature)
             terms["external"] = ext.detach()
             total = total + cfg.external_weight * ext
@@ -152,21 +157,20 @@ class Limitr(WordRegionModel):
             own = self.released_word_layout(states, text) if bug else rep
             t = self.internal_terms(img, own)  # within-sample: no gathering
             # Bug-compatible: every position of the released layout is a candidate (pads included).
-            internal = limitr_internal_loss(own["words"], t["context_words"], t["word_weights"], img["regions"],
+            internal = limitr_internal_loss(own.words, t["context_words"], t["word_weights"], img.local,
                                             t["context_regions"], t["region_weights"], temperature=cfg.temperature,
-                                            word_mask=None if bug else own["word_mask"])
+                                            word_mask=None if bug else own.word_mask)
             terms["internal"] = internal.detach()
             total = total + cfg.internal_weight * internal
         return PretrainOutput(loss=total, terms=terms)
 
-    def similarity(self, image_emb: dict[str, Tensor], report_emb: dict[str, Tensor], chunk: int = 16) -> Tensor:
+    def similarity(self, image_emb: ImageEmbeddings, report_emb: ReportEmbeddings, chunk: int = 16) -> Tensor:
         """LIMITR's retrieval score S = ½[w_ext·½(S_cap + S_img) + w_glob·G] (spec §3.3)."""
         cfg: LimitrLossConfig = self.config.loss
 
         def block(i: slice, j: slice) -> Tensor:
-            s_cap, s_img = self.pair_scores({k: image_emb[k][i] for k in ("keys", "regions")},
-                                            {k: report_emb[k][j] for k in ("words", "word_mask")})
-            g = F.normalize(image_emb["global"][i], dim=-1) @ F.normalize(report_emb["global"][j], dim=-1).T
+            s_cap, s_img = self.pair_scores(image_emb[i], report_emb[j])
+            g = F.normalize(image_emb.global_embedding[i], dim=-1) @ F.normalize(report_emb.global_embedding[j], dim=-1).T
             return 0.5 * (cfg.external_weight * 0.5 * (s_cap + s_img) + cfg.global_weight * g)
 
-        return chunked_pairwise(block, len(image_emb["regions"]), len(report_emb["words"]), chunk)
+        return chunked_pairwise(block, len(image_emb), len(report_emb), chunk)

@@ -17,6 +17,8 @@ weight of 0 skips that loss entirely.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
@@ -28,6 +30,44 @@ from localign.models.heads import LoVTAlignment, ProjectionHead
 from localign.models.methods.base import PretrainOutput
 from localign.models.methods.global_contrastive import GlobalContrastive
 from localign.models.text import sentence_max_pool
+
+
+@dataclass(frozen=True)
+class LoVTFeatures:
+    """Every representation of LoVT's forward pass on a batch (notation of the module docstring).
+
+    :ivar y_image: [B, K, C] backbone regions y^I (K = h·w, row-major)
+    :ivar y_report: [B, M, D] sentence features y^R (max over each sentence's tokens); 0 on padded slots
+    :ivar y_image_global: [B, C'] pooled image ȳ^I (attention pool over regions, or the backbone's pool)
+    :ivar y_report_global: [B, D] pooled report ȳ^R
+    :ivar z_image: [B, K, d_z] projected regions z^I
+    :ivar z_report: [B, M, d_z] projected sentences z^R
+    :ivar z_image_global: [B, d_z] projected global image z̄^I
+    :ivar z_report_global: [B, d_z] projected global report z̄^R
+    :ivar report_to_image: [B, K, d_z] z^{R→I}: the report attended from each region
+    :ivar image_to_report: [B, M, d_z] z^{I→R}: the image attended from each sentence
+    :ivar alignment_scores: [B, K, M] the alignment model's region-sentence scores
+    :ivar sentence_mask: [B, M] bool, True on the report's sentences
+    :ivar grid: ``(h, w)`` of the region grid
+    :ivar image_weights: [B, K] attention-pool weights w^I of the regions (``None`` for avg pooling)
+    :ivar report_weights: [B, M] attention-pool weights w^R of the sentences (``None`` for token max)
+    """
+
+    y_image: Tensor
+    y_report: Tensor
+    y_image_global: Tensor
+    y_report_global: Tensor
+    z_image: Tensor
+    z_report: Tensor
+    z_image_global: Tensor
+    z_report_global: Tensor
+    report_to_image: Tensor
+    image_to_report: Tensor
+    alignment_scores: Tensor
+    sentence_mask: Tensor
+    grid: tuple[int, int]
+    image_weights: Tensor | None = None
+    report_weights: Tensor | None = None
 
 
 class LoVT(GlobalContrastive):
@@ -56,7 +96,7 @@ class LoVT(GlobalContrastive):
             ).to(device)
         return self._positive_weights[key]
 
-    def local_features(self, images: Tensor, text: TextBatch) -> dict:
+    def local_features(self, images: Tensor, text: TextBatch) -> LoVTFeatures:
         """All representations of a batch (used by the loss and by the analysis notebooks)."""
         feats = self.image_encoder(images)
         states = self.token_states(text)
@@ -70,18 +110,12 @@ class LoVT(GlobalContrastive):
         z_img = self.region_head(feats.regions)
         z_sent = self.sentence_head(y_sent)
         r2i, i2r, scores = self.alignment(z_img, z_sent, sent_mask)
-        out = {
-            "y_image": feats.regions, "y_report": y_sent, "y_image_global": y_img_g, "y_report_global": y_rep_g,
-            "z_image": z_img, "z_report": z_sent, "z_image_global": self.image_head(y_img_g),
-            "z_report_global": self.report_head(y_rep_g), "report_to_image": r2i, "image_to_report": i2r,
-            "alignment_scores": scores, "sentence_mask": sent_mask,
-        }
-        out["grid"] = feats.grid
-        if w_img is not None:
-            out["image_weights"] = w_img
-        if w_rep is not None:
-            out["report_weights"] = w_rep
-        return out
+        return LoVTFeatures(
+            y_image=feats.regions, y_report=y_sent, y_image_global=y_img_g, y_report_global=y_rep_g,
+            z_image=z_img, z_report=z_sent, z_image_global=self.image_head(y_img_g), z_report_global=self.report_head(y_rep_g),
+            report_to_image=r2i, image_to_report=i2r, alignment_scores=scores, sentence_mask=sent_mask, grid=feats.grid,
+            image_weights=w_img, report_weights=w_rep,
+        )
 
     def forward(self, images: Tensor, text: TextBatch, study_ids: Tensor | None = None) -> PretrainOutput:
         loss_cfg: LoVTLossConfig = self.config.loss
@@ -89,23 +123,23 @@ class LoVT(GlobalContrastive):
         terms: dict[str, Tensor] = {}
         total = images.new_zeros(())
         if loss_cfg.global_weight > 0:
-            g = self.global_loss(f["z_image_global"], f["z_report_global"])
+            g = self.global_loss(f.z_image_global, f.z_report_global)
             terms["global"] = g.detach()
             total = total + loss_cfg.global_weight * g
         attention_weights = loss_cfg.local_weights == "attention"
         if loss_cfg.local_image_weight > 0:
-            grid = f["grid"]
-            w = f["image_weights"].detach() if attention_weights else None  # stop-gradient, as LoVT
+            grid = f.grid
+            w = f.image_weights.detach() if attention_weights else None  # stop-gradient, as LoVT
             l_z2a, l_a2z = lovt_local_loss(
-                f["z_image"], f["report_to_image"], positive_weights=self.positive_weights(grid, images.device),
+                f.z_image, f.report_to_image, positive_weights=self.positive_weights(grid, images.device),
                 weights=w, temperature=loss_cfg.local_temperature,
             )
             terms["local_image_z2att"], terms["local_image_att2z"] = l_z2a.detach(), l_a2z.detach()
             total = total + loss_cfg.local_image_weight / 2 * (l_z2a + l_a2z)
         if loss_cfg.local_report_weight > 0:
-            w = f["report_weights"].detach() if attention_weights else None
+            w = f.report_weights.detach() if attention_weights else None
             l_z2a, l_a2z = lovt_local_loss(
-                f["z_report"], f["image_to_report"], positive_weights=None, mask=f["sentence_mask"],
+                f.z_report, f.image_to_report, positive_weights=None, mask=f.sentence_mask,
                 weights=w, temperature=loss_cfg.local_temperature,
             )
             terms["local_report_z2att"], terms["local_report_att2z"] = l_z2a.detach(), l_a2z.detach()

@@ -23,6 +23,7 @@ from localign.data.text import TextBatch
 from localign.distributed import gather_with_grad, pad_to_global_max
 from localign.losses import global_mi_objective, local_mi_objective
 from localign.models.config import MethodConfig, MILossConfig
+from localign.models.embeddings import ImageEmbeddings, ReportEmbeddings
 from localign.models.heads import ConcatCritic
 from localign.models.methods.base import PretrainModel, PretrainOutput, chunked_pairwise, select_text_feature
 
@@ -53,17 +54,17 @@ class MutualInformation(PretrainModel):
             self.text_encoder.bert.pooler.requires_grad_(True)
 
     # --- features --------------------------------------------------------------------------------
-    def encode_images(self, images: Tensor) -> dict[str, Tensor]:
+    def encode_images(self, images: Tensor) -> ImageEmbeddings:
         feats = self.image_encoder(images)
         if self.config.loss.level == "local":
-            return {"regions": feats.regions}
-        return {"global": feats.pooled}
+            return ImageEmbeddings(local=feats.regions)
+        return ImageEmbeddings(global_embedding=feats.pooled)
 
-    def encode_reports(self, text: TextBatch) -> dict[str, Tensor]:
+    def encode_reports(self, text: TextBatch) -> ReportEmbeddings:
         feature = self.config.loss.text_feature
         if self.config.loss.level == "local":
-            return {"sentences": self.sentence_cls(text, feature), "sentence_mask": text.sentence_mask}
-        return {"global": select_text_feature(self.token_states(text), feature)}
+            return ReportEmbeddings(local=self.sentence_cls(text, feature), local_mask=text.sentence_mask)
+        return ReportEmbeddings(global_embedding=select_text_feature(self.token_states(text), feature))
 
     # --- objective -------------------------------------------------------------------------------
     def _negative_mask(self, study_ids: Tensor | None, n: int, device: torch.device) -> Tensor | None:
@@ -78,24 +79,25 @@ class MutualInformation(PretrainModel):
         z_img = self.encode_images(images)
         z_rep = self.encode_reports(text)
         if loss.level == "global":
-            a, b = gather_with_grad(z_img["global"]), gather_with_grad(z_rep["global"])
+            a, b = gather_with_grad(z_img.global_embedding), gather_with_grad(z_rep.global_embedding)
             scores = self.critic.pairwise(a, b)
             mi = global_mi_objective(scores, estimator=loss.estimator, negative_mask=self._negative_mask(study_ids, a.shape[0], a.device))
         else:
-            regions = gather_with_grad(z_img["regions"])
-            sentences = gather_with_grad(pad_to_global_max(z_rep["sentences"], dim=1))
-            mask = gather_with_grad(pad_to_global_max(z_rep["sentence_mask"].float(), dim=1)).bool()
+            regions = gather_with_grad(z_img.local)
+            sentences = gather_with_grad(pad_to_global_max(z_rep.local, dim=1))
+            mask = gather_with_grad(pad_to_global_max(z_rep.local_mask.float(), dim=1)).bool()
             scores = self.critic.pairwise_local(regions, sentences, mask)
             mi = local_mi_objective(scores, mask, estimator=loss.estimator, negative_mask=self._negative_mask(study_ids, regions.shape[0], regions.device))
         return PretrainOutput(loss=-mi, terms={f"mi_{loss.estimator}": mi.detach()})
 
     # --- retrieval and grounding -----------------------------------------------------------------
-    def similarity(self, image_emb: dict[str, Tensor], report_emb: dict[str, Tensor], chunk: int = 32) -> Tensor:
+    def similarity(self, image_emb: ImageEmbeddings, report_emb: ReportEmbeddings, chunk: int = 32) -> Tensor:
         """Critic scores: f(z^I_i, z^R_j) (global); mean over sentences of max over regions (local)."""
         if self.config.loss.level == "global":
-            return chunked_pairwise(lambda i, j: self.critic.pairwise(image_emb["global"][i], report_emb["global"][j]),
-                                    len(image_emb["global"]), len(report_emb["global"]), chunk)
-        regions, sentences, mask = image_emb["regions"], report_emb["sentences"], report_emb["sentence_mask"]
+            a, b = image_emb.need("global_embedding", "global MI"), report_emb.need("global_embedding", "global MI")
+            return chunked_pairwise(lambda i, j: self.critic.pairwise(a[i], b[j]), len(a), len(b), chunk)
+        regions = image_emb.need("local", "local MI")
+        sentences, mask = report_emb.need("local", "local MI"), report_emb.need("local_mask", "local MI")
 
         def block(i: slice, j: slice) -> Tensor:
             s = self.critic.pairwise_local(regions[i], sentences[j], mask[j]).amax(dim=2)  # [bi, bj, M]: best region per sentence
@@ -110,7 +112,7 @@ class MutualInformation(PretrainModel):
         feats = self.image_encoder(images)
         phrase = self.encode_reports(text)
         if self.config.loss.level == "local":
-            s, m = phrase["sentences"], phrase["sentence_mask"].to(phrase["sentences"].dtype)
+            s, m = phrase.local, phrase.local_mask.to(phrase.local.dtype)
             p = (s * m[..., None]).sum(1) / m.sum(1, keepdim=True).clamp_min(1.0)
             scores = self.critic(feats.regions, p[:, None, :])
             return scores.reshape(scores.shape[0], *feats.grid)
@@ -118,5 +120,5 @@ class MutualInformation(PretrainModel):
         b, c, h, w = last.shape
         cells = last.flatten(2).transpose(1, 2)  # [B, h*w, C]
         repeat = self.image_encoder.pooled_channels // c  # avg2x2_flatten tiles 4 cells; avg pool: 1
-        scores = self.critic(cells.repeat(1, 1, repeat), phrase["global"][:, None, :])
+        scores = self.critic(cells.repeat(1, 1, repeat), phrase.global_embedding[:, None, :])
         return scores.reshape(b, h, w)
