@@ -49,7 +49,7 @@ def add_options(parser: argparse.ArgumentParser, options) -> None:
     for opt in options.values():
         kwargs: dict = {"help": opt.help, "dest": opt.name}
         if opt.type is bool:
-            kwargs["action"] = "store_true" if opt.negate or opt.flag else argparse.BooleanOptionalAction
+            kwargs["action"] = argparse.BooleanOptionalAction if opt.both_ways else "store_true"
             kwargs["default"] = None
         else:
             kwargs.update(type=opt.type, default=opt.default, required=opt.required)

@@ -149,7 +149,8 @@ class Option:
     :ivar negate: a switch that sets ``key`` to the opposite (``--quiet`` sets ``progress`` False)
     :ivar choices: allowed values, or ``None``
     :ivar required: the flag must be given
-    :ivar flag: ``--name`` style flag if it differs from the name's (``--no-early-stopping``)
+    :ivar both_ways: a switch with a ``--no-`` twin (``--deterministic`` / ``--no-deterministic``),
+        for settings whose default is the recipe's; other switches only turn something on
     :ivar default: the flag's default (``None``: "not given", the config's or the recipe's value)
     """
 
@@ -160,12 +161,12 @@ class Option:
     negate: bool = False
     choices: tuple[Any, ...] | None = None
     required: bool = False
-    flag: str | None = None
     default: Any = None
+    both_ways: bool = False
 
     @property
     def cli_flag(self) -> str:
-        return self.flag or "--" + self.name.replace("_", "-")
+        return "--" + self.name.replace("_", "-")
 
     def dotted(self, value: Any) -> dict[str, Any]:
         """``{key: value}`` for a given value (``{}`` for ``None``, "not given")."""

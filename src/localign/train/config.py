@@ -153,12 +153,13 @@ TRAIN_OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("seed", "seed", "default 0", int),
     Option("device", "device", "auto (default) | cpu | cuda | cuda:N"),
     Option("amp", "amp", "mixed precision (default auto)", choices=("auto", "off", "bf16", "fp16")),
-    Option("deterministic", "deterministic", "deterministic algorithms (default: the recipe's; the demo recipe is deterministic)", bool),
+    Option("deterministic", "deterministic", "deterministic algorithms (default: the recipe's; the demo recipe is deterministic)", bool,
+           both_ways=True),
     Option("workers", "num_workers", "data-loader worker processes (default 0)", int),
     Option("val_pool", "val_retrieval_pool", "retrieval candidate pool (default: the whole validation split)", int),
     Option("checkpoint_every", "checkpoint_every", "optimizer steps between mid-epoch checkpoints", int),
     Option("no_early_stopping", "early_stopping", "train all epochs", bool, negate=True),
-    Option("resume", "resume", "continue from <out>/checkpoints/last.pt", bool, flag="--resume"),
+    Option("resume", "resume", "continue from <out>/checkpoints/last.pt", bool),
     Option("quiet", "progress", "no progress bars", bool, negate=True),
 )}
 
