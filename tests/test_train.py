@@ -95,7 +95,10 @@ def test_run_folder_contents(lovt_run):
     for f in ("config.yaml", "metrics.csv", "summary.json", "train.log", "encoder.pt", "checkpoints/last.pt", "checkpoints/best.pt", "figures/training_curves.png"):
         assert (run / f).is_file(), f
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    assert cfg["method"]["name"] == "lovt" and cfg["train"]["epochs"] == 2
+    # The epochs are a dotted optim override now (no TrainConfig.epochs): the run records them there
+    # and in the resolved method.
+    assert cfg["method"]["name"] == "lovt" and cfg["train"]["overrides"]["optim.max_epochs"] == 2
+    assert cfg["method"]["optim"]["max_epochs"] == 2
     summary = json.loads((run / "summary.json").read_text())
     assert summary["epochs_completed"] == 2 and summary["stopped"] == "max_epochs"
     assert summary["steps"] == 2 * (summary["n_train_studies"] // 8)
