@@ -13,7 +13,7 @@ from localign.data import layout
 from localign.data.manifest import load_prepared
 from localign.data.sources import find_table, read_chexpert_labels
 from localign.eval.grounding import ImageGeometry, boxes_to_mask, cnr, map_to_original, smooth_similarity
-from localign.eval.metrics import dice_dataset, dice_per_image
+from localign.metrics import dice_dataset, dice_per_image
 from localign.eval.protocols import (
     EvalConfig,
     Preprocessing,

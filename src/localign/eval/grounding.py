@@ -24,7 +24,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from localign.eval.metrics import _require_finite, as_numpy
+from localign.metrics import require_finite, as_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -189,8 +189,8 @@ def patch_similarity(
         raise ValueError(f"patch_embeddings: expected [h, w, d] or [K, d], got shape {tuple(p.shape)}")
     if p.shape[-1] != t.shape[0]:
         raise ValueError(f"text_embedding: dimension {t.shape[0]} differs from patch dimension {p.shape[-1]}")
-    _require_finite(p, "patch_embeddings")
-    _require_finite(t, "text_embedding")
+    require_finite(p, "patch_embeddings")
+    require_finite(t, "text_embedding")
     t_norm = np.linalg.norm(t)
     if t_norm == 0:
         raise ValueError("text_embedding: zero vector, cosine similarity undefined")
@@ -218,7 +218,7 @@ def smooth_similarity(similarity_map: Any, sigma: float = 1.5) -> np.ndarray:
     m = as_numpy(similarity_map, "similarity_map")
     if m.ndim != 2:
         raise ValueError(f"similarity_map: expected [h, w], got shape {tuple(m.shape)}")
-    _require_finite(m, "similarity_map")
+    require_finite(m, "similarity_map")
     if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma >= 0):
         raise ValueError(f"sigma: expected a finite number >= 0, got {sigma!r}")
     if sigma == 0:
@@ -271,7 +271,7 @@ def map_to_original(
     m = as_numpy(similarity_map, "similarity_map")
     if m.ndim != 2:
         raise ValueError(f"similarity_map: expected [h, w], got shape {tuple(m.shape)}")
-    _require_finite(m, "similarity_map")
+    require_finite(m, "similarity_map")
     h, w = _check_size(original_size)
     top, left, wh, ww = geometry.visible_window((h, w))
     window = _interpolate(m, (wh, ww), interpolation)
@@ -310,7 +310,7 @@ def boxes_to_mask(boxes: Any, height: int, width: int) -> np.ndarray:
         b = b[None]
     if b.ndim != 2 or b.shape[1] != 4 or b.shape[0] == 0:
         raise ValueError(f"boxes: expected [B, 4] boxes (x, y, w, h) with B >= 1, got shape {tuple(b.shape)}")
-    _require_finite(b, "boxes")
+    require_finite(b, "boxes")
     mask = np.zeros((h, w), dtype=bool)
     for i, (x, y, bw, bh) in enumerate(b):
         if bw < 0 or bh < 0:

@@ -48,7 +48,7 @@ from localign.config import config_to_dict
 from localign.data.manifest import load_prepared
 from localign.data.text import SpecialTokens
 from localign.data.tokenize import load_tokenizer
-from localign.eval.metrics import effective_rank, recall_at_k
+from localign.metrics import effective_rank, recall_at_k
 from localign.models import build_model
 from localign.models.config import MethodConfig
 from localign.models.methods.base import PretrainModel
@@ -234,7 +234,7 @@ def evaluate_feature_rank(model: PretrainModel, loader: DataLoader, device: torc
     """Effective rank of the pooled backbone features (what ``encoder.pt`` exports) of the loader's images.
 
     Components holding ``variance`` of the variance of the standardised features
-    (:func:`~localign.eval.metrics.effective_rank`): a collapse of the exported representation shows
+    (:func:`~localign.metrics.effective_rank`): a collapse of the exported representation shows
     here even when the projected embeddings still retrieve.
     """
     model.eval()
