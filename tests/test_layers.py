@@ -31,8 +31,10 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("faces", ("localign.report", "localign.notebook", "localign.book_check", "localign.cli", "*.cli")),
 )
 
-#: eval/ imports train/ only to read runs (the run folder's format and its checkpoints).
-EVAL_MAY_READ = ("localign.train.runs", "localign.train.run_folder", "localign.train.checkpoint")
+#: eval/ imports train/ only to read runs (the run folder's format, its checkpoints), and the
+#: retrieval protocol scores with validation's own retrieval measure, so that test R@K and the
+#: run's val/ R@K are one definition.
+EVAL_MAY_READ = ("localign.train.runs", "localign.train.run_folder", "localign.train.checkpoint", "localign.train.validation")
 
 
 def layer_of(module: str) -> int:

@@ -85,7 +85,12 @@ def test_loss_decreases_on_a_fixed_batch(tokenizer, name):
 @pytest.fixture(scope="module")
 def lovt_run(tiny_prepared, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "lovt"
-    return pretrain(tiny_config("lovt", tiny_prepared, out, epochs=2, val_retrieval_pool=None))
+    result = pretrain(tiny_config("lovt", tiny_prepared, out, epochs=2, val_retrieval_pool=None))
+    # the engine draws no figure: the caller that presents the run does, as `localign pretrain` does
+    from localign.viz.training import save_training_curves
+
+    save_training_curves(result)
+    return result
 
 
 def test_run_folder_contents(lovt_run):

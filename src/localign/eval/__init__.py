@@ -9,8 +9,8 @@ definitions quoted in the book):
 - :mod:`localign.eval.probe`      label fractions by patient and the logistic-regression probe
 """
 
+from localign.data.transforms import ImageGeometry, square_padding
 from localign.eval.grounding import (
-    ImageGeometry,
     aggregate_cnr,
     boxes_to_mask,
     cnr,
@@ -18,7 +18,6 @@ from localign.eval.grounding import (
     map_to_original,
     patch_similarity,
     smooth_similarity,
-    square_padding,
 )
 from localign.metrics import (
     EDEMA_THRESHOLD_NAMES,

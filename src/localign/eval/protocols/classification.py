@@ -64,6 +64,7 @@ from localign.progress import tqdm
 from localign.data import layout
 from localign.data.manifest import PreparedDataset
 from localign.data.sources import find_table, read_chexpert_labels
+from localign.data.transforms import AugmentConfig, Preprocessing
 from localign.metrics import auroc_per_class, edema_ordinal_aucs
 from localign.eval.probe import DEFAULT_C_GRID, check_c_grid, fit_linear_probe
 from localign.eval.protocols.common import (
@@ -75,9 +76,8 @@ from localign.eval.protocols.common import (
     seeded,
     split_rows,
 )
-from localign.eval.protocols.features import LIGHT_AUGMENT, ImageStore, Preprocessing, StoreCache, augmented_batch, extract_features
+from localign.eval.protocols.features import LIGHT_AUGMENT, ImageStore, StoreCache, augmented_batch, extract_features
 from localign.models.image import ImageEncoder
-from localign.train.config import AugmentConfig
 
 log = logging.getLogger(__name__)
 

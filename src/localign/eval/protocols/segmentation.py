@@ -63,10 +63,11 @@ from torch import Tensor, nn
 from localign.progress import tqdm
 
 from localign.data.manifest import PreparedDataset
+from localign.data.transforms import Preprocessing
 from localign.eval.grounding import boxes_to_mask
 from localign.metrics import dice_dataset, dice_per_image
 from localign.eval.protocols.common import ProtocolResult, TaskUnavailable, batch_order, check_positive, fraction_subset, seeded, split_rows
-from localign.eval.protocols.features import ImageStore, Preprocessing, StoreCache, extract_features, mask_to_input
+from localign.eval.protocols.features import ImageStore, StoreCache, extract_features, mask_to_input
 from localign.models.image import ImageEncoder
 
 log = logging.getLogger(__name__)
