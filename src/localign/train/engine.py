@@ -20,7 +20,6 @@ import logging
 import math
 import os
 import platform
-import random
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -28,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
@@ -49,6 +47,7 @@ from localign.train.checkpoint import CHECKPOINT_FORMAT, RESUME_HINT, atomic_sav
 from localign.train.config import TrainConfig, resolve_method
 from localign.train.optim import OptimizerSet, build_optimizers, clip_gradients, steps_per_epoch
 from localign.train.run_folder import MetricsLog, RunFolder
+from localign.train.runtime import amp_settings, init_distributed, log_to_run_folder, resolve_device, seed_everything
 from localign.train.validation import evaluate_feature_rank, evaluate_loss, evaluate_retrieval
 
 log = logging.getLogger("localign.train")
@@ -130,65 +129,6 @@ class RunState:
         return best is None or (value < best if self.mode == "min" else value > best)
 
 
-# --------------------------------------------------------------------------------------------------
-# Set-up helpers
-# --------------------------------------------------------------------------------------------------
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _device(config: TrainConfig) -> torch.device:
-    if config.device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", D.local_rank())
-        return torch.device("cpu")
-    device = torch.device(config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {config.device!r} requested but CUDA is not available; use device='cpu' or 'auto'")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", D.local_rank())
-    return device
-
-
-def _init_distributed(device: torch.device) -> bool:
-    """Join the process group that ``torchrun`` describes in the environment; True if we created it."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return False
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    dist.init_process_group(backend=backend)
-    return True
-
-
-def _amp(config: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, bool]:
-    """(autocast dtype or None, use a GradScaler)."""
-    mode = config.amp
-    if mode not in ("auto", "off", "bf16", "fp16"):
-        raise ValueError(f"amp must be auto, off, bf16 or fp16, got {mode!r}")
-    if mode == "off" or (mode == "auto" and device.type != "cuda"):
-        return None, False
-    if mode == "auto":
-        mode = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if mode == "fp16" and device.type != "cuda":
-        raise ValueError("fp16 mixed precision needs a CUDA device; use amp='bf16' or 'off' on CPU")
-    return (torch.bfloat16, False) if mode == "bf16" else (torch.float16, True)
-
-
-def _setup_logging(folder: RunFolder, main: bool) -> logging.Handler | None:
-    if not main:
-        return None
-    handler = logging.FileHandler(folder.log_path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
-    logging.getLogger("localign").addHandler(handler)
-    logging.getLogger("localign").setLevel(logging.INFO)
-    return handler
-
-
 def _check_resume_config(stored: dict, current: dict) -> None:
     diffs = sorted(k for k in set(stored) | set(current) if k not in RESUMABLE_CHANGES and stored.get(k) != current.get(k))
     if diffs:
@@ -204,8 +144,8 @@ def _check_resume_config(stored: dict, current: dict) -> None:
 def pretrain(config: TrainConfig) -> RunResult:
     """Pretrain ``config.method`` on ``config.data`` into ``config.out`` (see the module docstring)."""
     t_start = time.time()
-    device = _device(config)
-    created_group = _init_distributed(device)
+    device = resolve_device(config)
+    created_group = init_distributed(device)
     try:
         method: MethodConfig = resolve_method(config)
         folder = RunFolder(Path(config.out))
@@ -216,7 +156,7 @@ def pretrain(config: TrainConfig) -> RunResult:
             folder.create(resume=config.resume)
         if D.world_size() > 1:
             dist.barrier()
-        handler = _setup_logging(folder, D.is_main_process())
+        handler = log_to_run_folder(folder, D.is_main_process())
         try:
             run = setup(config, method, folder, device, t_start)
             return finalize(run, fit(run))
@@ -292,7 +232,7 @@ def setup(config: TrainConfig, method: MethodConfig, folder: RunFolder, device: 
 
         # Ablation presets leave some heads out of the loss (weight 0): allow unused parameters.
         ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
-    amp_dtype, use_scaler = _amp(config, device)
+    amp_dtype, use_scaler = amp_settings(config, device)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype is not None else contextlib.nullcontext
 
