@@ -397,6 +397,24 @@ def test_cli_unexpected_errors_keep_their_traceback(monkeypatch, tmp_path, tiny_
         cli.main(["pretrain", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")])
 
 
+def test_a_pixel_stats_cache_left_in_a_prepared_folder_by_older_localign_is_ignored(prepared_copy):
+    """Caches live in the cache folder now: a prepared folder from before still works, and the
+    statistics an older version wrote into it (whatever their key) are neither read nor rewritten."""
+    prepared = load_prepared(prepared_copy)
+    pixel_stats_path(prepared).unlink(missing_ok=True)
+    fresh = pixel_stats(prepared)
+    pixel_stats_path(prepared).unlink()
+    old = prepared_copy / "pixel_stats.json"
+    old.write_text(json.dumps({"key": "256-128-0-resize_longer_then_pad", "mean": 0.123, "std": 0.456}))
+    assert pixel_stats(prepared) == fresh
+    assert json.loads(old.read_text())["mean"] == 0.123
+
+
+def test_copies_of_a_prepared_folder_with_other_images_have_other_fingerprints(prepared_copy, tiny_prepared):
+    assert load_prepared(prepared_copy).fingerprint != load_prepared(tiny_prepared).fingerprint
+    assert load_prepared(prepared_copy).fingerprint == load_prepared(prepared_copy).fingerprint
+
+
 def test_pixel_stats_of_another_eval_geometry_are_recomputed(prepared_copy):
     """Statistics cached by an older transform (pad, then resize) are not reused: a fresh machine
     would compute other values, and every image would be normalised differently."""
