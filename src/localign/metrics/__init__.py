@@ -10,6 +10,8 @@ are the definitions quoted in the book, so a number produced here can be reprodu
 - :mod:`localign.metrics.detection`       box IoU, RSNA box mAP
 - :mod:`localign.metrics.rank`            effective rank of features (dimensional collapse)
 - :mod:`localign.metrics.arrays`          input conversion and checks shared by all of them
+- :mod:`localign.metrics.localization`    pointing game, region hits, weight maps (imported by module)
+- :mod:`localign.metrics.representations` representation analyses (imported by module)
 """
 
 from localign.metrics.arrays import as_numpy, require_finite
