@@ -164,8 +164,8 @@ def bench_data(prepared: str, n: int) -> dict:
     from localign.data.text import SpecialTokens
     from localign.data.tokenize import load_tokenizer
     from localign.models import get_method
-    from localign.train.config import AugmentConfig
-    from localign.train.data import Collate, PretrainDataset, pixel_stats, report_tokens
+    from localign.data.transforms import AugmentConfig
+    from localign.data.pretrain import Collate, PretrainDataset, pixel_stats, report_tokens
 
     prep = load_prepared(prepared)
     cfg = get_method("lovt")

@@ -23,10 +23,10 @@ from localign.data.images import ImageReadError
 from localign.data.manifest import load_prepared
 from localign.data.tokenize import load_tokenizer
 from localign.train import load_image_encoder, load_run, pretrain
-from localign.train.augment import eval_transform, train_transform
+from localign.data.transforms import AUGMENTATIONS, AugmentConfig, eval_transform, train_transform
 from localign.train.checkpoint import CheckpointError
-from localign.train.config import AUGMENTATIONS, AugmentConfig, encoder_overrides
-from localign.train.data import PixelStats, PretrainDataset, pixel_stats, report_tokens
+from localign.train.config import encoder_overrides
+from localign.data.pretrain import PixelStats, PretrainDataset, pixel_stats, pixel_stats_path, report_tokens
 
 from .helpers import tiny_method
 from .test_bad_input import bomb_jpeg
@@ -116,7 +116,7 @@ def test_a_damaged_prepared_folder_is_an_error_naming_the_file(prepared_copy, ca
 @pytest.mark.parametrize("content", ['{"key": "256-128-0", "mean": 0.4', "", '["a list"]', '{"key": "256-128-0", "mean": "x", "std": 1}'])
 def test_a_damaged_pixel_stats_cache_is_recomputed(prepared_copy, content):
     prepared = load_prepared(prepared_copy)
-    cache = prepared_copy / "pixel_stats.json"
+    cache = pixel_stats_path(prepared)
     cache.unlink(missing_ok=True)
     fresh = pixel_stats(prepared)
     cache.write_text(content)
@@ -126,7 +126,7 @@ def test_a_damaged_pixel_stats_cache_is_recomputed(prepared_copy, content):
 
 def test_pixel_stats_are_written_atomically(prepared_copy, monkeypatch):
     prepared = load_prepared(prepared_copy)
-    cache = prepared_copy / "pixel_stats.json"
+    cache = pixel_stats_path(prepared)
     cache.unlink(missing_ok=True)
     fresh = pixel_stats(prepared)
     cache.unlink()
@@ -139,7 +139,7 @@ def test_pixel_stats_are_written_atomically(prepared_copy, monkeypatch):
         pixel_stats(prepared)
     monkeypatch.undo()
     assert not cache.exists()  # no cache rather than a partial one
-    assert [p.name for p in prepared_copy.glob(".pixel_stats*")] == []
+    assert [p.name for p in cache.parent.glob(f".{cache.name}*")] == []
     assert pixel_stats(prepared) == fresh
 
 
@@ -397,11 +397,29 @@ def test_cli_unexpected_errors_keep_their_traceback(monkeypatch, tmp_path, tiny_
         cli.main(["pretrain", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "r")])
 
 
+def test_a_pixel_stats_cache_left_in_a_prepared_folder_by_older_localign_is_ignored(prepared_copy):
+    """Caches live in the cache folder now: a prepared folder from before still works, and the
+    statistics an older version wrote into it (whatever their key) are neither read nor rewritten."""
+    prepared = load_prepared(prepared_copy)
+    pixel_stats_path(prepared).unlink(missing_ok=True)
+    fresh = pixel_stats(prepared)
+    pixel_stats_path(prepared).unlink()
+    old = prepared_copy / "pixel_stats.json"
+    old.write_text(json.dumps({"key": "256-128-0-resize_longer_then_pad", "mean": 0.123, "std": 0.456}))
+    assert pixel_stats(prepared) == fresh
+    assert json.loads(old.read_text())["mean"] == 0.123
+
+
+def test_copies_of_a_prepared_folder_with_other_images_have_other_fingerprints(prepared_copy, tiny_prepared):
+    assert load_prepared(prepared_copy).fingerprint != load_prepared(tiny_prepared).fingerprint
+    assert load_prepared(prepared_copy).fingerprint == load_prepared(prepared_copy).fingerprint
+
+
 def test_pixel_stats_of_another_eval_geometry_are_recomputed(prepared_copy):
     """Statistics cached by an older transform (pad, then resize) are not reused: a fresh machine
     would compute other values, and every image would be normalised differently."""
     prepared = load_prepared(prepared_copy)
-    cache = prepared_copy / "pixel_stats.json"
+    cache = pixel_stats_path(prepared)
     cache.unlink(missing_ok=True)
     fresh = pixel_stats(prepared)
     cache.write_text(json.dumps({"key": "256-128-0", "mean": 0.123, "std": 0.456}))  # the key before the geometry was in it

@@ -1,4 +1,4 @@
-"""Known-answer tests for localign.eval.metrics and localign.eval.stats."""
+"""Known-answer tests for localign.metrics and localign.eval.stats."""
 
 from __future__ import annotations
 
@@ -237,7 +237,7 @@ def test_auroc_ignores_nan_labels():
 def test_auroc_single_valued_class_is_nan_and_excluded(caplog):
     y = np.array([[0, 1], [1, 1], [0, 1], [1, np.nan]])
     s = np.array([[0.1, 0.5], [0.9, 0.2], [0.2, 0.3], [0.8, 0.1]])
-    with caplog.at_level(logging.WARNING, logger="localign.eval.metrics"):
+    with caplog.at_level(logging.WARNING, logger="localign.metrics"):
         r = auroc_per_class(y, s, ["ok", "all_positive"])
     assert math.isnan(r["all_positive"])
     assert r["macro"] == r["ok"] == 1.0
@@ -461,7 +461,7 @@ def test_box_map_validates():
 
 
 def test_effective_rank_counts_the_components_that_hold_the_variance():
-    from localign.eval.metrics import effective_rank
+    from localign.metrics import effective_rank
 
     rng = np.random.default_rng(0)
     iso = rng.normal(size=(2000, 8))
@@ -483,7 +483,7 @@ def test_effective_rank_counts_the_components_that_hold_the_variance():
 
 
 def test_effective_rank_rejects_bad_input():
-    from localign.eval.metrics import effective_rank
+    from localign.metrics import effective_rank
 
     with pytest.raises(ValueError, match=r"\[N, D\]"):
         effective_rank(np.zeros(5))

@@ -10,7 +10,8 @@ import torch
 from localign.config import load_config, save_config
 from localign.data.text import SpecialTokens, TextBatch, assemble_joint, collate_reports, random_sentence_swaps, swap_laterality
 from localign.models import build_model, get_method, list_methods
-from localign.models.config import ImageEncoderConfig, MethodConfig, TextInputConfig
+from localign.data.text import TextInputConfig
+from localign.models.config import ImageEncoderConfig, MethodConfig
 from localign.models.embeddings import ImageEmbeddings, ReportEmbeddings
 from localign.models.heads import AttentionPool, ConcatCritic, LoVTAlignment, ProjectionHead, SelfAttentionAggregator, sincos_positional_encoding_2d
 from localign.models.image import ImageEncoder

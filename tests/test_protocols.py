@@ -12,8 +12,9 @@ import torch
 from localign.data import layout
 from localign.data.manifest import load_prepared
 from localign.data.sources import find_table, read_chexpert_labels
-from localign.eval.grounding import ImageGeometry, boxes_to_mask, cnr, map_to_original, smooth_similarity
-from localign.eval.metrics import dice_dataset, dice_per_image
+from localign.data.transforms import ImageGeometry
+from localign.eval.grounding import boxes_to_mask, cnr, map_to_original, smooth_similarity
+from localign.metrics import dice_dataset, dice_per_image
 from localign.eval.protocols import (
     EvalConfig,
     Preprocessing,
@@ -95,7 +96,7 @@ def loaded(run_dir):
 
 @pytest.fixture(scope="module")
 def prep(loaded):
-    return Preprocessing.from_dict(loaded.preprocessing)
+    return loaded.preprocessing
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from localign.train.config import AUGMENTATIONS, TrainConfig, make_train_config, resolve_method
+from localign.data.transforms import AUGMENTATIONS
+from localign.train.config import TrainConfig, make_train_config, resolve_method
 from localign.train.recipes import RECIPES, get_recipe, recipe_differences
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,8 @@ import torch
 
 from localign.data.text import SpecialTokens, collate_reports, tower_sequences
 from localign.data.tokenize import tokenize_sentences
-from localign.models.config import TextEncoderConfig, TextInputConfig
+from localign.data.text import TextInputConfig
+from localign.models.config import TextEncoderConfig
 from localign.models.text import TextEncoder
 from localign.models.text_cache import build_token_state_cache
 

@@ -87,7 +87,12 @@ def test_loss_decreases_on_a_fixed_batch(tokenizer, name):
 @pytest.fixture(scope="module")
 def lovt_run(tiny_prepared, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "lovt"
-    return pretrain(tiny_config("lovt", tiny_prepared, out, epochs=2, val_retrieval_pool=None))
+    result = pretrain(tiny_config("lovt", tiny_prepared, out, epochs=2, val_retrieval_pool=None))
+    # the engine draws no figure: the caller that presents the run does, as `localign pretrain` does
+    from localign.viz.training import save_training_curves
+
+    save_training_curves(result)
+    return result
 
 
 def test_run_folder_contents(lovt_run):
@@ -126,6 +131,23 @@ def test_encoder_export_loads_without_training_classes(lovt_run):
     x = torch.randn(2, 1, 64, 64)
     with torch.no_grad():
         assert torch.allclose(encoder(x).pooled, run.model.image_encoder(x).pooled, atol=1e-6)
+
+
+def test_the_encoder_export_and_the_run_carry_one_preprocessing_record(lovt_run):
+    from localign.data.transforms import Preprocessing
+
+    _, pre = load_image_encoder(lovt_run.run_dir / "encoder.pt")
+    assert isinstance(pre, Preprocessing) and load_run(lovt_run.run_dir).preprocessing == pre
+    assert pre.image_geometry().input_size() == 64
+
+
+def test_training_writes_nothing_into_the_prepared_folder(lovt_run, tiny_prepared):
+    """Token ids and pixel statistics are cached in the cache folder, keyed by the folder's identity."""
+    from localign.data.manifest import load_prepared
+    from localign.data.pretrain import pixel_stats_path
+
+    assert not (Path(tiny_prepared) / "pixel_stats.json").exists() and not (Path(tiny_prepared) / "tokens").exists()
+    assert pixel_stats_path(load_prepared(tiny_prepared)).is_file()
 
 
 def test_learning_happens_on_synthcxr(lovt_run):

@@ -6,11 +6,12 @@ and GLoRIA baselines, identical encoders, downstream evaluation and report figur
 
 Subpackages mirror the architecture:
 
-- :mod:`localign.data`     SynthCXR, real-dataset preparation, manifests, tokenization, datasets
+- :mod:`localign.data`     SynthCXR, real-dataset preparation, manifests, tokenization, preprocessing, datasets
 - :mod:`localign.models`   encoders, heads, alignment modules, the method registry
 - :mod:`localign.losses`   objectives as pure functions over tensors
+- :mod:`localign.metrics`  metrics as pure functions over arrays (R@K, AUROC, Dice, mAP, rank)
 - :mod:`localign.train`    the pretraining engine (single process and DDP)
-- :mod:`localign.eval`     metrics and downstream protocols
+- :mod:`localign.eval`     phrase grounding, downstream protocols, statistics and tables
 - :mod:`localign.viz`      figure functions returning matplotlib figures
 """
 

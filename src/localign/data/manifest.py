@@ -56,8 +56,10 @@ totals, package versions and a timestamp. It is written last, so a folder withou
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -271,6 +273,22 @@ class PreparedDataset:
     def counts(self) -> pd.DataFrame:
         """The per-step counts of ``localign prepare`` (table, step, kept, removed, reason)."""
         return pd.DataFrame(self.info["counts"])
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """The folder's identity, the key of every cache computed from it (pixel statistics, ...):
+        a hash of ``dataset.json``, of every table file and of the image root in use, so that a
+        re-prepared folder, a changed table or moved images never reuse another folder's cache.
+        Caches live in :func:`localign.paths.cache_dir`, never inside the prepared folder."""
+        h = hashlib.sha256()
+        for name in [INFO_FILE, *(f"{t}.csv" for t in TABLE_FILES)]:
+            file = self.root / name
+            h.update(name.encode() + b"\0")
+            if file.is_file():
+                h.update(file.read_bytes())
+            h.update(b"\0")
+        h.update(str(self.mimic_jpg_root.resolve()).encode())
+        return h.hexdigest()[:20]
 
     @property
     def splitter(self) -> str:

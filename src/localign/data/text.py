@@ -2,7 +2,8 @@
 
 Sentences are tokenized once, without special tokens, and cached (:mod:`localign.data.tokenize`).
 At batch time they are augmented (LoVT sentence swaps, ConVIRT/CLIP single random sentence) and
-assembled into the sequences a method's text tower reads (:class:`~localign.models.config.TextInputConfig`):
+assembled into the sequences a method's text tower reads (:class:`TextInputConfig`, part of every
+:class:`~localign.models.config.MethodConfig`):
 
 - ``joint``: ``[CLS] s_1 ... s_M [SEP]`` with a sentence index per token (LoVT's joint encoding;
   also the "full report" input of GLoRIA/LIMITR with ``overflow="truncate"``);
@@ -14,16 +15,32 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:  # the config lives with the method configs; importing it here would be circular
-    from localign.models.config import TextInputConfig
-
 TokenIds = list[int]
+
+
+@dataclass(frozen=True)
+class TextInputConfig:
+    """How a report (a list of sentences) becomes token sequences for the text tower.
+
+    - ``joint``: one ``[CLS] s_1 ... s_M [SEP]`` sequence with a sentence index per token (LoVT,
+      ConVIRT, CLIP, GLoRIA, LIMITR). ``overflow="drop_sentences"`` drops the first sentence that does
+      not fit and every sentence after it (LoVT); ``"truncate"`` cuts the token sequence (LIMITR, GLoRIA).
+    - ``sentences``: every sentence its own ``[CLS] s [SEP]`` sequence (local MI's per-sentence [CLS]).
+    """
+
+    mode: str = "joint"  # joint | sentences
+    max_length: int = 512
+    overflow: str = "drop_sentences"  # drop_sentences | truncate
+    pad_to_max_length: bool = False  # LIMITR/GLoRIA pad every report to max_length (97)
+    max_sentences: int | None = None  # cap on sentences per report (mode "sentences")
+    sentence_sampling: str | None = None  # None | random_sentence (ConVIRT, CLIP, GLoRIA)
+    sentence_shuffling: str | None = None  # None | random_swaps (LoVT)
+    swap_prob: float = 0.6  # LoVT: number of swaps ~ Geometric(1 - swap_prob) (failures before success)
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,14 @@
 Every public function documents the exact definition of what it computes (these are the
 definitions quoted in the book):
 
-- :mod:`localign.eval.metrics`    retrieval R@K, AUROC, EdemaSeverity ordinal AUCs, Dice, box mAP
+- :mod:`localign.metrics`         retrieval R@K, AUROC, EdemaSeverity ordinal AUCs, Dice, box mAP (re-exported here)
 - :mod:`localign.eval.grounding`  patch-text similarity maps on original pixels and their CNR
 - :mod:`localign.eval.stats`      mean ± 95 % CI and the tidy results schema
 - :mod:`localign.eval.probe`      label fractions by patient and the logistic-regression probe
 """
 
+from localign.data.transforms import ImageGeometry, square_padding
 from localign.eval.grounding import (
-    ImageGeometry,
     aggregate_cnr,
     boxes_to_mask,
     cnr,
@@ -18,9 +18,8 @@ from localign.eval.grounding import (
     map_to_original,
     patch_similarity,
     smooth_similarity,
-    square_padding,
 )
-from localign.eval.metrics import (
+from localign.metrics import (
     EDEMA_THRESHOLD_NAMES,
     RSNA_IOU_THRESHOLDS,
     auroc_per_class,

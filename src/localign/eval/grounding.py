@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from localign.eval.metrics import _require_finite, as_numpy
+from localign.data.transforms import ImageGeometry, check_image_size
+from localign.metrics import as_numpy, require_finite
 
 logger = logging.getLogger(__name__)
 
-GeometryMode = Literal["pad_resize", "resize_center_crop", "resize"]
 Interpolation = Literal["bilinear", "nearest"]
 # relative noise level below which a map counts as constant in cnr (float64 round-off is ~1e-16)
 _CONSTANT_RTOL = 1e-10
@@ -37,117 +36,6 @@ _CONSTANT_RTOL = 1e-10
 # --------------------------------------------------------------------------------------------------
 # geometry of the image preprocessing
 # --------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ImageGeometry:
-    """How an original H×W radiograph became the square network input (needed to invert it).
-
-    * ``mode="pad_resize"`` (LoVT; GLoRIA/LIMITR with ``crop``): the image is zero-padded centrally
-      to a square of side L = max(H, W) (:func:`square_padding`: the odd pixel goes to the bottom /
-      right), resized to ``size``×``size``, and, if ``crop`` is set, centre-cropped to
-      ``crop``×``crop``. LoVT evaluation: ``ImageGeometry("pad_resize", size=224)``.
-      GLoRIA/LIMITR test time (longer side → 256, zero-pad, CenterCrop 224; spec §3.1):
-      ``ImageGeometry("pad_resize", size=256, crop=224)``.
-    * ``mode="resize_center_crop"`` (BioViL): the shorter side is resized to ``resize`` and the
-      centre ``crop``×``crop`` is kept: ``ImageGeometry("resize_center_crop", resize=512, crop=480)``.
-    * ``mode="resize"``: the image is resized to ``size``×``size`` without keeping the aspect ratio.
-
-    The patch grid is assumed to tile the network input uniformly (a later uniform upsampling inside
-    the encoder, e.g. GLoRIA's 224 → 299, does not change the geometry).
-    """
-
-    mode: GeometryMode
-    size: int | None = None
-    resize: int | None = None
-    crop: int | None = None
-
-    def __post_init__(self) -> None:
-        def positive(name: str) -> None:
-            v = getattr(self, name)
-            if v is None or isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"ImageGeometry(mode={self.mode!r}): {name} must be a positive integer, got {v!r}")
-
-        def unset(name: str) -> None:
-            if getattr(self, name) is not None:
-                raise ValueError(
-                    f"ImageGeometry(mode={self.mode!r}): {name} is not used by this mode; got {getattr(self, name)!r}"
-                )
-
-        if self.mode == "pad_resize":
-            positive("size")
-            unset("resize")
-            if self.crop is not None:
-                positive("crop")
-                if self.crop > self.size:
-                    raise ValueError(f"ImageGeometry: crop={self.crop} exceeds size={self.size}")
-        elif self.mode == "resize_center_crop":
-            positive("resize")
-            positive("crop")
-            unset("size")
-            if self.crop > self.resize:
-                raise ValueError(f"ImageGeometry: crop={self.crop} exceeds resize={self.resize} (the shorter side)")
-        elif self.mode == "resize":
-            positive("size")
-            unset("resize")
-            unset("crop")
-        else:
-            raise ValueError(
-                f"ImageGeometry: mode must be 'pad_resize', 'resize_center_crop' or 'resize', got {self.mode!r}"
-            )
-
-    def input_size(self) -> int:
-        """Side of the square network input in pixels."""
-        if self.mode == "resize_center_crop" or self.crop is not None:
-            return int(self.crop)
-        return int(self.size)
-
-    def visible_window(self, original_size: tuple[int, int]) -> tuple[int, int, int, int]:
-        """The network input's footprint in original pixel coordinates: (top, left, height, width).
-
-        The window may extend beyond the image (negative top/left: the zero padding of
-        ``pad_resize``) or cover only part of it (the centre crop); the parts of the image outside
-        it were never seen by the network. Side lengths follow hi-ml's rounding
-        c = ⌊crop · min(H, W) / resize⌋ and offsets are floored (spec §6.1).
-
-        :param original_size: (H, W) of the original image.
-        """
-        h, w = _check_size(original_size)
-        if self.mode == "resize":
-            return 0, 0, h, w
-        if self.mode == "resize_center_crop":
-            c = math.floor(self.crop * min(h, w) / self.resize)
-            return (h - c) // 2, (w - c) // 2, c, c
-        side = max(h, w)
-        top_pad, _, left_pad, _ = square_padding(h, w)
-        if self.crop is None:
-            return -top_pad, -left_pad, side, side
-        c = math.floor(self.crop * side / self.size)
-        offset = (side - c) // 2
-        return offset - top_pad, offset - left_pad, c, c
-
-
-def square_padding(height: int, width: int) -> tuple[int, int, int, int]:
-    """Central zero padding to a square of side max(H, W): (top, bottom, left, right).
-
-    Definition: the shorter dimension is padded by d = max(H, W) − min(H, W) in total, ⌊d/2⌋ before
-    (top/left) and ⌈d/2⌉ after (bottom/right). The image transforms must use this same split for
-    :func:`map_to_original` to invert them exactly.
-    """
-    h, w = _check_size((height, width))
-    side = max(h, w)
-    return (side - h) // 2, side - h - (side - h) // 2, (side - w) // 2, side - w - (side - w) // 2
-
-
-def _check_size(original_size: Any) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in original_size)
-        ok = all(float(v) == int(v) for v in original_size)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"original_size: expected (H, W) integers, got {original_size!r}") from err
-    if not ok or h < 1 or w < 1:
-        raise ValueError(f"original_size: expected positive integers (H, W), got {original_size!r}")
-    return h, w
-
-
 # --------------------------------------------------------------------------------------------------
 # similarity map
 # --------------------------------------------------------------------------------------------------
@@ -189,8 +77,8 @@ def patch_similarity(
         raise ValueError(f"patch_embeddings: expected [h, w, d] or [K, d], got shape {tuple(p.shape)}")
     if p.shape[-1] != t.shape[0]:
         raise ValueError(f"text_embedding: dimension {t.shape[0]} differs from patch dimension {p.shape[-1]}")
-    _require_finite(p, "patch_embeddings")
-    _require_finite(t, "text_embedding")
+    require_finite(p, "patch_embeddings")
+    require_finite(t, "text_embedding")
     t_norm = np.linalg.norm(t)
     if t_norm == 0:
         raise ValueError("text_embedding: zero vector, cosine similarity undefined")
@@ -218,7 +106,7 @@ def smooth_similarity(similarity_map: Any, sigma: float = 1.5) -> np.ndarray:
     m = as_numpy(similarity_map, "similarity_map")
     if m.ndim != 2:
         raise ValueError(f"similarity_map: expected [h, w], got shape {tuple(m.shape)}")
-    _require_finite(m, "similarity_map")
+    require_finite(m, "similarity_map")
     if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma >= 0):
         raise ValueError(f"sigma: expected a finite number >= 0, got {sigma!r}")
     if sigma == 0:
@@ -271,8 +159,8 @@ def map_to_original(
     m = as_numpy(similarity_map, "similarity_map")
     if m.ndim != 2:
         raise ValueError(f"similarity_map: expected [h, w], got shape {tuple(m.shape)}")
-    _require_finite(m, "similarity_map")
-    h, w = _check_size(original_size)
+    require_finite(m, "similarity_map")
+    h, w = check_image_size(original_size)
     top, left, wh, ww = geometry.visible_window((h, w))
     window = _interpolate(m, (wh, ww), interpolation)
     out = np.full((h, w), np.nan, dtype=np.float64)
@@ -304,13 +192,13 @@ def boxes_to_mask(boxes: Any, height: int, width: int) -> np.ndarray:
     :raises ValueError: a box with negative size, a box with no pixel inside the image (its
         coordinates are probably wrong, e.g. in another image's frame), or no boxes at all.
     """
-    h, w = _check_size((height, width))
+    h, w = check_image_size((height, width))
     b = as_numpy(boxes, "boxes")
     if b.ndim == 1 and b.shape[0] == 4:
         b = b[None]
     if b.ndim != 2 or b.shape[1] != 4 or b.shape[0] == 0:
         raise ValueError(f"boxes: expected [B, 4] boxes (x, y, w, h) with B >= 1, got shape {tuple(b.shape)}")
-    _require_finite(b, "boxes")
+    require_finite(b, "boxes")
     mask = np.zeros((h, w), dtype=bool)
     for i, (x, y, bw, bh) in enumerate(b):
         if bw < 0 or bh < 0:
@@ -406,7 +294,7 @@ def grounding_cnr(
     :param interpolation: ``"bilinear"`` or ``"nearest"``.
     :return: (cnr, map [H, W]).
     """
-    h, w = _check_size(original_size)
+    h, w = check_image_size(original_size)
     sim = smooth_similarity(patch_similarity(patch_embeddings, text_embedding, grid), sigma)
     full = map_to_original(sim, (h, w), geometry, interpolation)
     return cnr(full, boxes_to_mask(boxes, h, w)), full

@@ -22,7 +22,7 @@ import torch
 
 from localign.progress import tqdm
 
-from localign.eval.metrics import as_numpy
+from localign.metrics import as_numpy
 
 logger = logging.getLogger(__name__)
 

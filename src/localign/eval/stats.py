@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from localign.eval.metrics import as_numpy
+from localign.metrics import as_numpy
 
 TIDY_COLUMNS = ("run", "method", "task", "fraction", "seed", "metric", "value")
 TIDY_KEY = ("run", "method", "task", "fraction", "seed", "metric")

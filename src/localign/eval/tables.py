@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from localign.data import layout
-from localign.eval.metrics import EDEMA_THRESHOLD_NAMES
+from localign.metrics import EDEMA_THRESHOLD_NAMES
 from localign.eval.stats import summarize_tidy
 
 # --------------------------------------------------------------------------------------------------

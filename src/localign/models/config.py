@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from localign.config import config_from_dict, config_to_dict
+from localign.data.text import TextInputConfig
 
 # --------------------------------------------------------------------------------------------------
 # Encoders and inputs
@@ -47,26 +48,6 @@ class TextEncoderConfig:
     freeze: bool = False
     last_layers: int = 1  # token states = sum of the last N hidden layers (GLoRIA/LIMITR: 4)
     gradient_checkpointing: bool = False
-
-
-@dataclass(frozen=True)
-class TextInputConfig:
-    """How a report (a list of sentences) becomes token sequences for the text tower.
-
-    - ``joint``: one ``[CLS] s_1 ... s_M [SEP]`` sequence with a sentence index per token (LoVT,
-      ConVIRT, CLIP, GLoRIA, LIMITR). ``overflow="drop_sentences"`` drops the first sentence that does
-      not fit and every sentence after it (LoVT); ``"truncate"`` cuts the token sequence (LIMITR, GLoRIA).
-    - ``sentences``: every sentence its own ``[CLS] s [SEP]`` sequence (local MI's per-sentence [CLS]).
-    """
-
-    mode: str = "joint"  # joint | sentences
-    max_length: int = 512
-    overflow: str = "drop_sentences"  # drop_sentences | truncate
-    pad_to_max_length: bool = False  # LIMITR/GLoRIA pad every report to max_length (97)
-    max_sentences: int | None = None  # cap on sentences per report (mode "sentences")
-    sentence_sampling: str | None = None  # None | random_sentence (ConVIRT, CLIP, GLoRIA)
-    sentence_shuffling: str | None = None  # None | random_swaps (LoVT)
-    swap_prob: float = 0.6  # LoVT: number of swaps ~ Geometric(1 - swap_prob) (failures before success)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from localign.config import config_from_dict, config_to_dict
+from localign.data.transforms import Preprocessing
 from localign.models.config import ImageEncoderConfig
 from localign.models.image import ImageEncoder
 from localign.paths import atomic_write
@@ -119,25 +120,29 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     return ckpt
 
 
-def export_image_encoder(encoder: ImageEncoder, path: str | Path, preprocessing: dict[str, Any], meta: dict[str, Any] | None = None) -> Path:
-    """Write the backbone weights + config + preprocessing metadata (see the module docstring)."""
+def export_image_encoder(encoder: ImageEncoder, path: str | Path, preprocessing: Preprocessing | dict[str, Any],
+                         meta: dict[str, Any] | None = None) -> Path:
+    """Write the backbone weights + config + :class:`~localign.data.transforms.Preprocessing` record
+    (see the module docstring); a dict is checked through :meth:`Preprocessing.from_dict` first."""
+    if not isinstance(preprocessing, Preprocessing):
+        preprocessing = Preprocessing.from_dict(preprocessing, source=f"export_image_encoder({path})")
     payload = {
         "format": ENCODER_FORMAT,
         "version": FORMAT_VERSION,
         "config": config_to_dict(encoder.config),
         "state_dict": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
-        "preprocessing": preprocessing,
+        "preprocessing": preprocessing.to_dict(),
         "meta": meta or {},
     }
     return atomic_save(payload, path)
 
 
-def load_image_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[ImageEncoder, dict[str, Any]]:
-    """Rebuild an exported image encoder: ``(encoder in eval mode, preprocessing dict)``.
+def load_image_encoder(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[ImageEncoder, Preprocessing]:
+    """Rebuild an exported image encoder: ``(encoder in eval mode, its Preprocessing record)``.
 
-    ``preprocessing`` holds ``input_size``, ``geometry`` (``pad_resize``), ``normalize``
+    The record holds ``input_size``, ``geometry`` (``pad_resize``), ``normalize``
     (``dataset``/``half``/``max``), ``mean``/``std`` and ``in_channels``; see
-    :func:`localign.train.augment.eval_transform` and :func:`~localign.train.augment.normalize`.
+    :func:`localign.data.transforms.eval_transform` and :func:`~localign.data.transforms.normalize`.
     """
     path = Path(path)
     if not path.is_file():
@@ -149,7 +154,12 @@ def load_image_encoder(path: str | Path, map_location: str | torch.device = "cpu
     encoder = ImageEncoder(config)
     encoder.load_state_dict(payload["state_dict"])
     encoder.eval()
-    return encoder, dict(payload["preprocessing"])
+    return encoder, read_preprocessing(payload, path)
+
+
+def read_preprocessing(payload: dict[str, Any], path: str | Path) -> Preprocessing:
+    """The :class:`~localign.data.transforms.Preprocessing` record of a loaded ``encoder.pt`` payload."""
+    return Preprocessing.from_dict(dict(payload.get("preprocessing") or {}), source=str(path))
 
 
 def unwrap(model: nn.Module) -> nn.Module:

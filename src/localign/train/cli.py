@@ -36,6 +36,7 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     result = pretrain(config_from_args(args))
     if result.summary:  # only rank 0 writes (and returns) a summary; the process group is gone by now
+        _save_training_curves(result)
         s = result.summary
         print(f"run folder: {result.run_dir}")
         print(f"stopped: {s['stopped']} after {s['steps']} steps; best epoch {s['best_epoch']} on {s['monitor']}")
@@ -44,3 +45,17 @@ def main(args: argparse.Namespace) -> int:
                 print(f"  {key} = {s['best'][key]:.4g}")
         print(f"  chance R@1 = {s['chance_R@1']:.3g} (pool {s['retrieval_pool']})")
     return 0
+
+
+def _save_training_curves(result) -> None:
+    """The run's figures/training_curves.png, drawn here (the engine draws nothing); a figure that
+    cannot be drawn never loses a finished run."""
+    import matplotlib.pyplot as plt
+
+    from localign.viz.training import save_training_curves
+
+    try:
+        plt.close(save_training_curves(result))
+    except Exception as err:  # noqa: BLE001  (see the docstring)
+        logging.getLogger("localign.train").warning("could not draw the training curves: %s", err)
+

@@ -13,44 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from localign.config import Option, config_from_dict, config_to_dict, options_to_dotted, replace
+from localign.data.transforms import AUGMENTATIONS, AugmentConfig
 from localign.models.config import MethodConfig
 from localign.models.registry import get_method
 from localign.train.recipes import RECIPES
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Image augmentation of the training split (validation/test: pad to square + resize only).
-
-    The default is LoVT's/ConVIRT's scheme (spec §2.5.1) **without horizontal flips**: reports name
-    sides, so a flipped image contradicts its report. ``hflip_prob > 0`` flips and, with
-    ``swap_laterality``, exchanges "left" and "right" in the report to keep the pair true.
-    """
-
-    crop: str = "random_resized"  # random_resized (ConVIRT/LoVT) | random (GLoRIA/LIMITR: pad, resize 256/224, random crop) | none
-    crop_scale: tuple[float, float] = (0.6, 1.0)
-    hflip_prob: float = 0.0
-    swap_laterality: bool = True
-    degrees: float = 20.0
-    translate: float = 0.1
-    scale: tuple[float, float] = (0.95, 1.05)
-    brightness: tuple[float, float] = (0.6, 1.4)
-    contrast: tuple[float, float] = (0.6, 1.4)
-    blur_prob: float = 1.0  # LoVT always blurs (its guard is always true)
-    blur_sigma: tuple[float, float] = (0.1, 3.0)
-    normalize: str = "dataset"  # dataset (train-split mean/std) | half ((x - 0.5) / 0.5) | max (x / max(x), local MI)
-
-
-#: Named augmentation schemes of the papers.
-AUGMENTATIONS: dict[str, AugmentConfig] = {
-    "convirt": AugmentConfig(),
-    "gloria": AugmentConfig(crop="random", degrees=0.0, translate=0.0, scale=(1.0, 1.0), brightness=(1.0, 1.0),
-                            contrast=(1.0, 1.0), blur_prob=0.0, normalize="half"),
-    "liao": AugmentConfig(crop="none", degrees=20.0, translate=0.1, scale=(1.0, 1.0), brightness=(1.0, 1.0),
-                          contrast=(1.0, 1.0), blur_prob=0.0, normalize="max"),
-    "none": AugmentConfig(crop="none", degrees=0.0, translate=0.0, scale=(1.0, 1.0), brightness=(1.0, 1.0),
-                          contrast=(1.0, 1.0), blur_prob=0.0),
-}
 
 
 @dataclass(frozen=True)

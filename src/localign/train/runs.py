@@ -7,19 +7,19 @@ Downstream code (evaluation, figures) starts from a run folder written by :func:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
+from localign.data.transforms import Preprocessing
 from localign.models import build_model
 from localign.models.config import MethodConfig
 from localign.models.methods.base import PretrainModel
-from localign.train.checkpoint import load_checkpoint, read_torch_file
+from localign.train.checkpoint import load_checkpoint, read_preprocessing, read_torch_file
 from localign.train.config import TrainConfig
+from localign.train.run_folder import RunFolder
 
 
 @dataclass
@@ -31,7 +31,8 @@ class LoadedRun:
     method: MethodConfig
     train: TrainConfig
     summary: dict[str, Any]
-    preprocessing: dict[str, Any]
+    #: the record exported with the encoder (None when ``encoder.pt`` is missing: an unfinished run)
+    preprocessing: Preprocessing | None
 
     @property
     def name(self) -> str:
@@ -40,28 +41,25 @@ class LoadedRun:
 
 def read_run_config(run_dir: str | Path) -> tuple[TrainConfig, MethodConfig]:
     """The TrainConfig and resolved MethodConfig saved in ``config.yaml``."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder: no config.yaml (pretrain writes one)")
-    data = yaml.safe_load(path.read_text())
+    data = RunFolder(Path(run_dir)).read_config()
     return TrainConfig.from_dict(data["train"]), MethodConfig.from_dict(data["method"])
 
 
 def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
     """Rebuild the method of a run folder from ``checkpoints/<checkpoint>.pt`` (``best`` or ``last``)."""
     run_dir = Path(run_dir)
+    folder = RunFolder(run_dir)
     train, method = read_run_config(run_dir)
     other = "last" if checkpoint == "best" else "best"
-    ckpt = load_checkpoint(run_dir / "checkpoints" / f"{checkpoint}.pt", map_location="cpu",
+    ckpt = load_checkpoint(folder.checkpoint_path(checkpoint), map_location="cpu",
                            hint=f"evaluate the run's other checkpoint instead (localign evaluate --checkpoint {other}), or train the run again")
     model = build_model(method)
     model.load_state_dict(ckpt["model"])
     model.to(device).eval()
-    summary_path = run_dir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    preprocessing = {}
-    encoder_path = run_dir / "encoder.pt"
+    summary = folder.read_summary()
+    preprocessing = None
+    encoder_path = folder.encoder_path
     if encoder_path.is_file():
         hint = f"re-export it with localign.train.export_image_encoder, or delete it to evaluate {run_dir} without it"
-        preprocessing = dict(read_torch_file(encoder_path, "cpu", hint)["preprocessing"])
+        preprocessing = read_preprocessing(read_torch_file(encoder_path, "cpu", hint), encoder_path)
     return LoadedRun(run_dir=run_dir, model=model, method=method, train=train, summary=summary, preprocessing=preprocessing)

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
+
+from localign.train.run_folder import RunFolder
+
+if TYPE_CHECKING:
+    from localign.train.engine import RunResult
 
 
 def plot_training_curves(history: pd.DataFrame, title: str = "", chance_r1: float | None = None) -> Figure:
@@ -63,6 +71,20 @@ def plot_training_curves(history: pd.DataFrame, title: str = "", chance_r1: floa
     plt.close(fig)  # returned, not shown: a notebook displays it once as the cell's value
     return fig
 
+
+
+def save_training_curves(result: "RunResult", dpi: int = 120) -> Figure:
+    """:func:`plot_training_curves` of a finished run, saved as its ``figures/training_curves.png``.
+
+    The engine draws nothing; whoever presents a run (``localign pretrain``, notebook 03) calls this.
+    """
+    summary = result.summary
+    fig = plot_training_curves(result.history, title=f"{summary['method']} on {Path(summary['data']).name}",
+                               chance_r1=summary.get("chance_R@1"))
+    path = RunFolder(result.run_dir).training_curves_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return fig
 
 def describe_method(method) -> pd.DataFrame:
     """The resolved :class:`~localign.models.config.MethodConfig` as a two-column table (dotted keys)."""

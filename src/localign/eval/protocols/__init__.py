@@ -31,11 +31,11 @@ from localign.eval.protocols.classification import (
     pathology_table,
     train_classifier,
 )
+from localign.data.transforms import Preprocessing
 from localign.eval.protocols.common import ProtocolResult, TaskUnavailable
 from localign.eval.protocols.features import (
     LIGHT_AUGMENT,
     ImageStore,
-    Preprocessing,
     StoreCache,
     extract_features,
     load_unnormalized,

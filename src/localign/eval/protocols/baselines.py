@@ -34,6 +34,7 @@ import torch
 
 from localign.data import layout
 from localign.data.manifest import PreparedDataset
+from localign.data.transforms import Preprocessing
 from localign.eval.protocols.classification import (
     ClassifierConfig,
     exclude_test_patients,
@@ -42,7 +43,7 @@ from localign.eval.protocols.classification import (
     train_classifier,
 )
 from localign.eval.protocols.common import TaskUnavailable, seeded, split_rows
-from localign.eval.protocols.features import Preprocessing, StoreCache
+from localign.eval.protocols.features import StoreCache
 from localign.models.config import ImageEncoderConfig
 from localign.models.image import ImageEncoder
 

@@ -14,7 +14,7 @@ severity grades 0-3). Three protocols use them (the re-training in two modes):
   images, one L2-regularised scikit-learn ``LogisticRegression`` per label (lbfgs) on its labelled
   rows, C chosen per label on the full validation split's AUROC from 1e-3..10, CLIP's protocol).
   The result is the per-class AUROC on the test split and their unweighted mean ("macro";
-  :func:`~localign.eval.metrics.auroc_per_class`), plus the number of training images and patients
+  :func:`~localign.metrics.auroc_per_class`), plus the number of training images and patients
   the draw gave, the validation macro AUROC and the mean log10 of the selected C. LIMITR reports this on CheXpert/RSNA with a ResNet-50; here it runs on the
   dataset the encoder was pretrained on.
 * :func:`classifier_protocol` with ``task="pathology9"`` — **local MI's classifier re-training,
@@ -38,7 +38,7 @@ severity grades 0-3). Three protocols use them (the re-training in two modes):
 * :func:`classifier_protocol` with ``task="edema"`` — **EdemaSeverity.** Definition: as above, with
   a 4-way linear head (severity 0, 1, 2, 3) trained with the softmax cross-entropy on the edema
   table's train split, the epoch selected on the mean validation ordinal AUC, and the test result
-  given by :func:`~localign.eval.metrics.edema_ordinal_aucs` on the softmax probabilities (the
+  given by :func:`~localign.metrics.edema_ordinal_aucs` on the softmax probabilities (the
   threshold-k score is P(severity ≥ k)): AUCs of "0 vs 1,2,3", "0,1 vs 2,3", "0,1,2 vs 3" and their
   mean (Liao et al., Table 2).
 
@@ -64,7 +64,8 @@ from localign.progress import tqdm
 from localign.data import layout
 from localign.data.manifest import PreparedDataset
 from localign.data.sources import find_table, read_chexpert_labels
-from localign.eval.metrics import auroc_per_class, edema_ordinal_aucs
+from localign.data.transforms import AugmentConfig, Preprocessing
+from localign.metrics import auroc_per_class, edema_ordinal_aucs
 from localign.eval.probe import DEFAULT_C_GRID, check_c_grid, fit_linear_probe
 from localign.eval.protocols.common import (
     ProtocolResult,
@@ -75,9 +76,8 @@ from localign.eval.protocols.common import (
     seeded,
     split_rows,
 )
-from localign.eval.protocols.features import LIGHT_AUGMENT, ImageStore, Preprocessing, StoreCache, augmented_batch, extract_features
+from localign.eval.protocols.features import LIGHT_AUGMENT, ImageStore, StoreCache, augmented_batch, extract_features
 from localign.models.image import ImageEncoder
-from localign.train.config import AugmentConfig
 
 log = logging.getLogger(__name__)
 
@@ -374,7 +374,7 @@ class FrozenViews:
 def _quiet_metrics() -> Iterator[None]:
     """Silence the per-call "undefined AUROC" warnings of the metrics module (validation runs every
     epoch; the test evaluation reports NaN values in the results instead)."""
-    logger = logging.getLogger("localign.eval.metrics")
+    logger = logging.getLogger("localign.metrics")
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:

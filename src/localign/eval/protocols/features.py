@@ -2,9 +2,9 @@
 
 **Definition (input pipeline of every protocol).** An image file is read as 8-bit grayscale
 (:func:`localign.data.images.load_image`), scaled to [0, 1], zero-padded centrally to a square and
-resized to the encoder's ``input_size`` (:func:`localign.train.augment.eval_transform`, LoVT's
+resized to the encoder's ``input_size`` (:func:`localign.data.transforms.eval_transform`, LoVT's
 evaluation geometry, recorded as ``geometry="pad_resize"`` in ``encoder.pt``), then normalised with
-the mode and the mean/std **exported with the encoder** (:func:`localign.train.augment.normalize`:
+the mode and the mean/std **exported with the encoder** (:func:`localign.data.transforms.normalize`:
 ``dataset`` = the pretraining train-split statistics, ``half``, or per-image ``max`` for local MI).
 No augmentation is applied except where a protocol says so (the local-MI classifier re-training).
 Masks and boxes go through the same pad + resize geometry, so prediction and target share pixels.
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +30,11 @@ from torch import Tensor
 from localign.progress import tqdm
 
 from localign.data.images import load_image
-from localign.eval.grounding import ImageGeometry
 from localign.models.image import ImageEncoder
-from localign.train.augment import eval_transform, normalize, train_transform
-from localign.train.config import AugmentConfig
+from localign.data.transforms import AugmentConfig, Preprocessing, eval_transform, train_transform
 
 log = logging.getLogger(__name__)
 
-NORMALIZE_MODES = ("dataset", "half", "max")
 #: Light augmentation of the local-MI classifier re-training ("random rotation, translation and
 #: cropping", Liao et al. §4): crops of 80-100 % of the padded square, ±10°, ±5 % shifts; no flips
 #: (reports name sides), no intensity changes.
@@ -48,62 +44,6 @@ LIGHT_AUGMENT = AugmentConfig(
 )
 #: in-memory image stores larger than this stream from disk instead (bytes; float16 pixels)
 DEFAULT_MAX_CACHE_BYTES = 2 * 1024**3
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """The input pipeline exported with an encoder (``encoder.pt``'s ``preprocessing``).
-
-    :ivar input_size: side S of the square network input.
-    :ivar normalize: ``dataset`` | ``half`` | ``max`` (see :func:`localign.train.augment.normalize`).
-    :ivar mean, std: the statistics used by ``dataset`` normalisation.
-    :ivar in_channels: channels the encoder expects (grayscale is replicated when 3).
-    :ivar geometry: only ``pad_resize`` (LoVT's evaluation geometry) is produced by localign.
-    """
-
-    input_size: int
-    normalize: str = "dataset"
-    mean: float = 0.5
-    std: float = 0.5
-    in_channels: int = 3
-    geometry: str = "pad_resize"
-
-    def __post_init__(self) -> None:
-        if isinstance(self.input_size, bool) or not isinstance(self.input_size, int) or self.input_size < 8:
-            raise ValueError(f"Preprocessing.input_size: expected an integer >= 8, got {self.input_size!r}")
-        if self.normalize not in NORMALIZE_MODES:
-            raise ValueError(f"Preprocessing.normalize: expected one of {NORMALIZE_MODES}, got {self.normalize!r}")
-        if self.geometry != "pad_resize":
-            raise ValueError(f"Preprocessing.geometry: only 'pad_resize' is supported, got {self.geometry!r}")
-        if not (np.isfinite(self.std) and self.std > 0):
-            raise ValueError(f"Preprocessing.std: expected a positive number, got {self.std!r}")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "preprocessing") -> "Preprocessing":
-        """From the ``preprocessing`` dict of ``encoder.pt`` / :class:`~localign.train.LoadedRun`."""
-        if not data:
-            raise ValueError(f"{source}: no preprocessing recorded (is encoder.pt missing from the run folder?)")
-        known = {"input_size", "normalize", "mean", "std", "in_channels", "geometry"}
-        if "input_size" not in data:
-            raise ValueError(f"{source}: 'input_size' missing from {sorted(data)}")
-        kwargs = {k: data[k] for k in known if k in data}
-        kwargs["input_size"] = int(kwargs["input_size"])
-        for k in ("mean", "std"):
-            if k in kwargs:
-                kwargs[k] = float(kwargs[k])
-        return cls(**kwargs)
-
-    def image_geometry(self) -> ImageGeometry:
-        """The :class:`~localign.eval.grounding.ImageGeometry` that maps network pixels back to the original."""
-        return ImageGeometry("pad_resize", size=self.input_size)
-
-    def normalize_batch(self, images: Tensor) -> Tensor:
-        """Normalise ``[B, 1, S, S]`` images in [0, 1]; ``max`` divides each image by its own maximum."""
-        if images.dim() != 4:
-            raise ValueError(f"normalize_batch: expected [B, C, S, S], got shape {tuple(images.shape)}")
-        if self.normalize == "max":
-            return torch.stack([normalize(x, "max") for x in images]) if len(images) else images
-        return normalize(images, self.normalize, self.mean, self.std)
 
 
 def load_unnormalized(path: str | Path, size: int) -> Tensor:
@@ -179,7 +119,7 @@ class StoreCache:
 
 
 def augmented_batch(store: ImageStore, indices: Sequence[int], augment: AugmentConfig, epoch: int) -> Tensor:
-    """Training images with :func:`~localign.train.augment.train_transform` applied to the padded,
+    """Training images with :func:`~localign.data.transforms.train_transform` applied to the padded,
     resized square. Image i of epoch e draws from ``default_rng([epoch, i])``: reproducible,
     independent of the batch composition, and the same for every downstream seed (so a frozen
     encoder's features of each augmented view can be computed once and shared by all seeds).

@@ -37,12 +37,11 @@ from localign.data.images import load_image
 from localign.data.manifest import PreparedDataset
 from localign.data.text import SpecialTokens, collate_reports
 from localign.data.tokenize import load_tokenizer, tokenize_sentences
-from localign.eval.grounding import ImageGeometry, aggregate_cnr, boxes_to_mask, cnr, map_to_original, smooth_similarity
+from localign.data.transforms import ImageGeometry, Preprocessing, eval_transform
+from localign.eval.grounding import aggregate_cnr, boxes_to_mask, cnr, map_to_original, smooth_similarity
 from localign.eval.protocols.common import ProtocolResult, TaskUnavailable
-from localign.eval.protocols.features import Preprocessing
 from localign.eval.protocols.segmentation import load_mask, resolve_synthcxr_path
 from localign.models.methods.base import PretrainModel
-from localign.train.augment import eval_transform
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ normalisation, no augmentation) and its **whole** report (every selected sentenc
 method's text tower reads it, ``text_view="full"``). The score matrix S[i, j] is the method's own
 ``similarity(encode_images, encode_reports)`` (cosine of global embeddings for ConVIRT/CLIP/LoVT,
 the word-region scores of GLoRIA/LIMITR, the critic for local MI), computed by
-:func:`localign.train.engine.evaluate_retrieval`. A query's only positive is its own pair (not
+:func:`localign.train.validation.evaluate_retrieval`. A query's only positive is its own pair (not
 another report with the same labels). Ranks, R@1/5/10 (in percent), median/mean rank and MRR follow
-:func:`~localign.eval.metrics.recall_at_k` with pessimistic ties, in both directions, over an
+:func:`~localign.metrics.recall_at_k` with pessimistic ties, in both directions, over an
 **explicit candidate pool**: the whole split (``pool=None``: every query against all N candidates)
 or LIMITR's chunks of P consecutive pairs (``pool=P``; the last N mod P pairs are dropped and
 counted). The pool size, number of chunks and of dropped pairs are part of the result, because R@K
@@ -25,13 +25,12 @@ from torch.utils.data import DataLoader
 from localign.data.manifest import PreparedDataset
 from localign.data.text import SpecialTokens
 from localign.data.tokenize import load_tokenizer
-from localign.eval.metrics import chance_recall_at_k
+from localign.data.transforms import AugmentConfig, Preprocessing
+from localign.metrics import chance_recall_at_k
 from localign.eval.protocols.common import ProtocolResult, TaskUnavailable
-from localign.eval.protocols.features import Preprocessing
 from localign.models.methods.base import PretrainModel
-from localign.train.config import AugmentConfig
-from localign.train.data import Collate, PixelStats, PretrainDataset, report_tokens
-from localign.train.engine import evaluate_retrieval
+from localign.data.pretrain import Collate, PixelStats, PretrainDataset, report_tokens
+from localign.train.validation import evaluate_retrieval
 
 log = logging.getLogger(__name__)
 

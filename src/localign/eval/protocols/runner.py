@@ -48,6 +48,7 @@ import localign
 from localign.config import config_from_dict, config_to_dict, replace
 from localign.data import layout
 from localign.data.manifest import PreparedDataset, load_prepared
+from localign.data.transforms import Preprocessing
 from localign.eval.protocols import baselines as B
 from localign.eval.protocols.classification import (
     BLANK_POLICIES,
@@ -58,7 +59,7 @@ from localign.eval.protocols.classification import (
     pathology_table,
 )
 from localign.eval.protocols.common import ProtocolResult, TaskUnavailable, check_positive
-from localign.eval.protocols.features import DEFAULT_MAX_CACHE_BYTES, Preprocessing, StoreCache
+from localign.eval.protocols.features import DEFAULT_MAX_CACHE_BYTES, StoreCache
 from localign.eval.protocols.grounding import GROUNDING_SOURCES, GROUNDING_SPLITS, grounding_protocol
 from localign.eval.protocols.retrieval import retrieval_protocol
 from localign.eval.protocols.segmentation import (
@@ -71,6 +72,7 @@ from localign.eval.protocols.segmentation import (
 from localign.eval.stats import TIDY_COLUMNS, validate_tidy
 from localign.models.image import ImageEncoder
 from localign.models.methods.base import PretrainModel
+from localign.train.run_folder import check_run_dir
 
 log = logging.getLogger(__name__)
 
@@ -207,19 +209,6 @@ class Subject:
 # --------------------------------------------------------------------------------------------------
 # checks and loading
 # --------------------------------------------------------------------------------------------------
-def check_run_dir(run_dir: str | Path) -> Path:
-    """A run folder as written by ``pretrain``; raises naming what is missing."""
-    path = Path(run_dir).expanduser()
-    if not path.is_dir():
-        raise FileNotFoundError(f"run folder {path} does not exist")
-    if not (path / "config.yaml").is_file():
-        raise FileNotFoundError(f"{path} is not a run folder: no config.yaml (written by `localign pretrain`)")
-    for needed in ("encoder.pt",):
-        if not (path / needed).is_file():
-            raise FileNotFoundError(f"run folder {path} has no {needed} (the run did not finish; its preprocessing is unknown)")
-    return path
-
-
 def _run_names(paths: Sequence[Path]) -> list[str]:
     names = [p.name for p in paths]
     if len(set(names)) == len(names):
@@ -232,7 +221,7 @@ def _data_root(loaded, data: str | Path | None) -> Path:
         return Path(data).expanduser()
     recorded = loaded.summary.get("data") or loaded.train.data
     if recorded is None:
-        from localign.train.data import resolve_data
+        from localign.data.pretrain import resolve_data
 
         return resolve_data(None)
     return Path(recorded)
@@ -406,7 +395,7 @@ def _evaluate(paths: list[Path], names: list[str], data: str | Path | None, out:
     run_info, subjects = [], []
     for path, name in zip(paths, names):
         loaded = load_run(path, checkpoint=cfg.checkpoint, device=cfg.device)
-        prep = Preprocessing.from_dict(loaded.preprocessing, source=f"{path / 'encoder.pt'}")
+        prep = loaded.preprocessing
         root = _data_root(loaded, data)
         if not root.is_dir():
             raise FileNotFoundError(f"run {name} was trained on the prepared dataset {root}, which does not exist here; "

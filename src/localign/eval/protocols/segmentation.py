@@ -22,8 +22,8 @@ trained with Adam (weight decay 1e-6) on the soft Dice loss (:func:`soft_dice_lo
 over the batch as ``segmentation_models_pytorch.DiceLoss(mode="binary")``) with the learning rate
 halved after ``plateau_patience`` epochs without a better validation Dice and early stopping after
 ``patience`` such epochs; the test result is the dataset-level Dice
-(:func:`~localign.eval.metrics.dice_dataset`: all test pixels pooled, threshold 0.5) of the epoch
-with the best validation Dice, with the mean per-image Dice (:func:`~localign.eval.metrics.dice_per_image`,
+(:func:`~localign.metrics.dice_dataset`: all test pixels pooled, threshold 0.5) of the epoch
+with the best validation Dice, with the mean per-image Dice (:func:`~localign.metrics.dice_per_image`,
 empty/empty = 1) alongside. Label fractions draw training images by patient, as for the probe
 (LoVT uses fixed prefix subsets). LoVT tunes the learning rate per model on a grid
 {3e-2, 1e-2, 3e-3, 1e-3}; here it is one fixed parameter.
@@ -63,10 +63,11 @@ from torch import Tensor, nn
 from localign.progress import tqdm
 
 from localign.data.manifest import PreparedDataset
+from localign.data.transforms import Preprocessing
 from localign.eval.grounding import boxes_to_mask
-from localign.eval.metrics import dice_dataset, dice_per_image
+from localign.metrics import dice_dataset, dice_per_image
 from localign.eval.protocols.common import ProtocolResult, TaskUnavailable, batch_order, check_positive, fraction_subset, seeded, split_rows
-from localign.eval.protocols.features import ImageStore, Preprocessing, StoreCache, extract_features, mask_to_input
+from localign.eval.protocols.features import ImageStore, StoreCache, extract_features, mask_to_input
 from localign.models.image import ImageEncoder
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,5 @@
-"""Datasets and batches for pretraining, built on a prepared dataset (:mod:`localign.data.manifest`).
+"""Datasets, collation, sampling and pixel statistics over a prepared dataset (:mod:`localign.data.manifest`),
+used by pretraining and by the retrieval protocol alike.
 
 A training sample is a **study**: each access draws one of its frontal images (LoVT), augments it,
 and augments the report's sentences (sentence swaps or one random sentence). Randomness comes from
@@ -20,7 +21,7 @@ import logging
 import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +31,10 @@ from torch.utils.data import Dataset, Sampler
 
 from localign.data.images import ImageReadError, load_image
 from localign.data.manifest import PreparedDataset
-from localign.data.text import SpecialTokens, TextBatch, augment_sentences, collate_reports, swap_laterality
+from localign.data.text import SpecialTokens, TextBatch, TextInputConfig, augment_sentences, collate_reports, swap_laterality
 from localign.data.tokenize import ReportTokens, build_report_tokens
-from localign.models.config import TextInputConfig
-from localign.paths import atomic_write_text, file_problem
-from localign.train.augment import EVAL_GEOMETRY, eval_transform, normalize, train_transform
-from localign.train.config import AugmentConfig
+from localign.paths import atomic_write_text, cache_dir, file_problem
+from localign.data.transforms import EVAL_GEOMETRY, AugmentConfig, eval_transform, normalize, train_transform
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +66,11 @@ class PixelStats:
 def pixel_stats(prepared: PreparedDataset, n_images: int = 256, size: int = 128, seed: int = 0) -> PixelStats:
     """Mean/std of training images (pad + resize to ``size``, values in [0, 1]) over a seeded sample.
 
-    LoVT normalises with the pixel statistics of the MIMIC training split. Cached as
-    ``pixel_stats.json`` in the prepared folder when it is writable.
+    LoVT normalises with the pixel statistics of the MIMIC training split. Cached in
+    :func:`pixel_stats_path` (the cache folder, keyed by the prepared folder's fingerprint); a
+    ``pixel_stats.json`` that older localign wrote inside a prepared folder is ignored.
     """
-    cache = prepared.root / "pixel_stats.json"
+    cache = pixel_stats_path(prepared)
     # The transform is part of the key: statistics computed with another geometry (pad-then-resize
     # before resize-then-pad) would normalise every image differently from a fresh computation.
     key = f"{n_images}-{size}-{seed}-{EVAL_GEOMETRY}"
@@ -96,20 +96,33 @@ def pixel_stats(prepared: PreparedDataset, n_images: int = 256, size: int = 128,
     std = max((total_sq / count - mean**2) ** 0.5, 1e-6)
     try:
         # Atomic: a run killed while writing must not leave a truncated cache for the next run.
+        cache.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(cache, json.dumps({"key": key, "mean": mean, "std": std}))
-    except OSError:  # a read-only prepared folder is fine
+    except OSError:  # an unwritable cache folder costs a recomputation next time, nothing else
         pass
     return PixelStats(mean, std)
 
 
+def pixel_stats_path(prepared: PreparedDataset) -> Path:
+    """Where :func:`pixel_stats` caches the statistics of a prepared folder (keyed by its fingerprint)."""
+    return cache_dir() / "pixel_stats" / f"{prepared.fingerprint}.json"
+
+
+def tokens_cache_dir() -> Path:
+    """Where :func:`report_tokens` caches token ids: one file per (tokenizer, max length, content
+    hash of the studies' sentences), so the content is the key and copies of a folder share it."""
+    return cache_dir() / "tokens"
+
+
 def report_tokens(prepared: PreparedDataset, tokenizer, max_length: int, swapped: bool = False, progress: bool = False) -> ReportTokens:
-    """Token ids of every manifest sentence, cached in ``<prepared>/tokens/`` (laterality-swapped if asked)."""
+    """Token ids of every manifest sentence (laterality-swapped if asked), cached in
+    :func:`tokens_cache_dir`; the ``tokens/`` folder older localign wrote into a prepared folder is ignored."""
     manifest = prepared.manifest
     sentences = [[swap_laterality(s) for s in sents] for sents in manifest["sentences"]] if swapped else list(manifest["sentences"])
-    cache = prepared.root / "tokens"
+    cache: Path | None = tokens_cache_dir()
     try:
-        cache.mkdir(exist_ok=True)
-    except OSError:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError:  # no cache folder: tokenize every time
         cache = None
     return build_report_tokens(list(manifest["study_id"]), sentences, tokenizer, max_length, cache_dir=cache, progress=progress)
 
@@ -313,10 +326,6 @@ class EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.per_rank - self.skip
-
-
-def batch_fields() -> list[str]:
-    return [f.name for f in fields(Batch)]
 
 
 def resolve_data(data: str | None, progress: bool = True) -> Path:
