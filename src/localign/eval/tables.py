@@ -15,7 +15,8 @@ data differ, so they are context, not targets), read from the packaged CSV files
 - :func:`segmentation_table`    Dice of linear segmentation and U-Nets (LoVT)
 - :func:`retrieval_table`       R@1/5/10 both directions with the pool size (LIMITR)
 - :func:`grounding_table`       CNR per category (BioViL / LIMITR's MS-CXR protocol)
-- :func:`summary_tables`        all of the above that the results contain
+- :func:`summary_tables`        the table of every registered protocol that the results contain
+  (each protocol declares its table: ``probe_tables``, ``edema_tables``, ... below, or its own)
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def _fraction_label(f: float) -> str:
     return f"{100 * f:g} %"
 
 
-def _summary(results: pd.DataFrame, task: str | Sequence[str]) -> pd.DataFrame:
+def summarize_task(results: pd.DataFrame, task: str | Sequence[str]) -> pd.DataFrame:
     tasks = [task] if isinstance(task, str) else list(task)
     s = summarize_tidy(results)
     return s[s["task"].isin(tasks)]
@@ -94,7 +95,7 @@ def _ours_label(data_label: str) -> str:
     return f"ours: {data_label}"
 
 
-def _pivot(summary: pd.DataFrame, columns: str, scale: float, digits: int, data_label: str, index: Sequence[str] = ("run", "method"),
+def pivot_cells(summary: pd.DataFrame, columns: str, scale: float, digits: int, data_label: str, index: Sequence[str] = ("run", "method"),
            column_order: Sequence | None = None) -> pd.DataFrame:
     if summary.empty:
         return pd.DataFrame()
@@ -108,7 +109,7 @@ def _pivot(summary: pd.DataFrame, columns: str, scale: float, digits: int, data_
     return table
 
 
-def _paper(task: str | Sequence[str], metrics: Sequence[str] | None, columns: str, digits: int,
+def paper_cells(task: str | Sequence[str], metrics: Sequence[str] | None, columns: str, digits: int,
            column_order: Sequence | None = None) -> pd.DataFrame:
     """Published rows of some tasks (and metrics), pivoted like ours with ``columns`` as the column key."""
     tasks = [task] if isinstance(task, str) else list(task)
@@ -132,7 +133,7 @@ def _paper_from(p: pd.DataFrame, columns: str, digits: int, column_order: Sequen
     return table.reset_index()
 
 
-def _stack(ours: pd.DataFrame, paper: pd.DataFrame, with_paper: bool) -> pd.DataFrame:
+def stack_tables(ours: pd.DataFrame, paper: pd.DataFrame, with_paper: bool) -> pd.DataFrame:
     parts = [t for t in (ours, paper if with_paper else None) if t is not None and not t.empty]
     if not parts:
         return pd.DataFrame()
@@ -146,41 +147,41 @@ def _stack(ours: pd.DataFrame, paper: pd.DataFrame, with_paper: bool) -> pd.Data
 def classification_table(results: pd.DataFrame, task: str = "probe", metric: str = "macro", data_label: str = "SynthCXR",
                          with_paper: bool = True) -> pd.DataFrame:
     """Macro AUROC (%) per label fraction, runs side by side (LIMITR supp. Table 1 for the probe)."""
-    s = _summary(results, task)
+    s = summarize_task(results, task)
     s = s[s["metric"] == metric].assign(fraction_label=lambda d: d["fraction"].map(_fraction_label))
     order = [_fraction_label(f) for f in sorted(set(s["fraction"]) | {0.01, 0.1, 1.0})]
-    ours = _pivot(s, "fraction_label", 100.0, 1, data_label, column_order=order)
+    ours = pivot_cells(s, "fraction_label", 100.0, 1, data_label, column_order=order)
     paper = None
     if with_paper:
         p = PAPER_NUMBERS[(PAPER_NUMBERS["task"] == task) & (PAPER_NUMBERS["metric"] == metric)]
         if not p.empty:
             paper = _paper_from(p.assign(fraction_label=p["fraction"].map(_fraction_label)), "fraction_label", 1, order)
-    return _stack(ours, paper, with_paper)
+    return stack_tables(ours, paper, with_paper)
 
 
 def pathology9_table(results: pd.DataFrame, task: str = "classify_tuned", labels: Sequence[str] = layout.PATHOLOGY9,
                      data_label: str = "SynthCXR", with_paper: bool = True) -> pd.DataFrame:
     """Per-label test AUROC (%) and macro of a Pathology9 task at 100 % labels (local MI Table 3)."""
     columns = [*labels, "macro"]
-    s = _summary(results, task)
+    s = summarize_task(results, task)
     s = s[s["metric"].isin(columns) & (s["fraction"] == 1.0)]
-    ours = _pivot(s, "metric", 100.0, 1, data_label, column_order=columns)
-    paper = _paper(task, columns, "metric", 1, columns) if with_paper else None
-    return _stack(ours, paper, with_paper)
+    ours = pivot_cells(s, "metric", 100.0, 1, data_label, column_order=columns)
+    paper = paper_cells(task, columns, "metric", 1, columns) if with_paper else None
+    return stack_tables(ours, paper, with_paper)
 
 
 def edema_table(results: pd.DataFrame, data_label: str = "SynthCXR", with_paper: bool = True) -> pd.DataFrame:
     """EdemaSeverity ordinal AUCs (%) of the frozen and tuned re-training (local MI Table 2)."""
     columns = [*EDEMA_THRESHOLD_NAMES, "mean"]
-    s = _summary(results, ["edema_frozen", "edema_tuned"])
+    s = summarize_task(results, ["edema_frozen", "edema_tuned"])
     s = s[s["metric"].isin(columns)]
-    ours = _pivot(s, "metric", 100.0, 1, data_label, index=("run", "method", "task"), column_order=columns)
+    ours = pivot_cells(s, "metric", 100.0, 1, data_label, index=("run", "method", "task"), column_order=columns)
     paper = None
     if with_paper:
         p = PAPER_NUMBERS[PAPER_NUMBERS["task"].isin(["edema_frozen", "edema_tuned"]) & PAPER_NUMBERS["metric"].isin(columns)]
         if not p.empty:
             paper = _paper_from(p, "metric", 1, columns, index=("source", "run", "method", "task"))
-    return _stack(ours, paper, with_paper)
+    return stack_tables(ours, paper, with_paper)
 
 
 def segmentation_table(results: pd.DataFrame, metric: str = "dice", data_label: str = "SynthCXR",
@@ -196,7 +197,7 @@ def segmentation_table(results: pd.DataFrame, metric: str = "dice", data_label: 
         return pd.DataFrame()
     s = s.assign(fraction_label=s["fraction"].map(_fraction_label))
     order = [_fraction_label(f) for f in sorted(set(s["fraction"]) | {0.01, 0.1, 1.0})]
-    ours = _pivot(s, "fraction_label", 100.0, 1, data_label, index=("run", "method", "task"), column_order=order)
+    ours = pivot_cells(s, "fraction_label", 100.0, 1, data_label, index=("run", "method", "task"), column_order=order)
     paper = None
     if with_paper:
         protocols = {t.split(":")[0] for t in s["task"]}
@@ -204,24 +205,24 @@ def segmentation_table(results: pd.DataFrame, metric: str = "dice", data_label: 
         if not p.empty:
             paper = _paper_from(p.assign(fraction_label=p["fraction"].map(_fraction_label)), "fraction_label", 1, order,
                                 index=("source", "run", "method", "task"))
-    return _stack(ours, paper, with_paper)
+    return stack_tables(ours, paper, with_paper)
 
 
 def retrieval_table(results: pd.DataFrame, data_label: str = "SynthCXR", with_paper: bool = True) -> pd.DataFrame:
     """R@1/5/10 (%) in both directions, with the candidate pool and chance R@1 (LIMITR's protocol)."""
     columns = ["i2t_R@1", "i2t_R@5", "i2t_R@10", "t2i_R@1", "t2i_R@5", "t2i_R@10"]
-    s = _summary(results, "retrieval")
+    s = summarize_task(results, "retrieval")
     if s.empty:
         return pd.DataFrame()
-    ours = _pivot(s[s["metric"].isin(columns)], "metric", 1.0, 1, data_label, column_order=columns)
+    ours = pivot_cells(s[s["metric"].isin(columns)], "metric", 1.0, 1, data_label, column_order=columns)
     extra = s[s["metric"].isin(["pool_size", "chance_R@1"])].pivot_table(index=["run", "method"], columns="metric", values="mean")
     ours = ours.merge(extra.reset_index(), on=["run", "method"], how="left")
     ours["pool_size"] = ours["pool_size"].map(lambda v: f"{int(v)}")
     ours["chance_R@1"] = ours["chance_R@1"].map(lambda v: f"{v:.2f}")
-    paper = _paper("retrieval", columns, "metric", 1, columns) if with_paper else None
+    paper = paper_cells("retrieval", columns, "metric", 1, columns) if with_paper else None
     if paper is not None and not paper.empty:
         paper["pool_size"] = "1000"
-    return _stack(ours, paper, with_paper)
+    return stack_tables(ours, paper, with_paper)
 
 
 def grounding_table(results: pd.DataFrame, source: str = "ms_cxr", data_label: str = "SynthCXR") -> pd.DataFrame:
@@ -230,7 +231,7 @@ def grounding_table(results: pd.DataFrame, source: str = "ms_cxr", data_label: s
     The CI here is over phrases (within one deterministic evaluation), not over seeds.
     """
     task = f"grounding:{source}"
-    s = _summary(results, task)
+    s = summarize_task(results, task)
     if s.empty:
         return pd.DataFrame()
     means = s[~s["metric"].str.contains("/") & ~s["metric"].isin(["n_phrases", "n_skipped"])]
@@ -247,23 +248,61 @@ def grounding_table(results: pd.DataFrame, source: str = "ms_cxr", data_label: s
     return pd.DataFrame(out).fillna("")
 
 
-def summary_tables(results: pd.DataFrame, data_label: str = "SynthCXR", with_paper: bool = True) -> dict[str, pd.DataFrame]:
-    """Every table the results have rows for, keyed by a title."""
+# --------------------------------------------------------------------------------------------------
+# the tables of each protocol (declared in its registry entry) and all of them
+# --------------------------------------------------------------------------------------------------
+def probe_tables(results: pd.DataFrame, data_label: str = "SynthCXR", with_paper: bool = True) -> dict[str, pd.DataFrame]:
+    """The linear probe's table (``probe`` protocol)."""
+    return {"Linear probe: macro AUROC (%) by label fraction": classification_table(results, "probe", data_label=data_label,
+                                                                                      with_paper=with_paper)}
+
+
+def pathology9_frozen_tables(results: pd.DataFrame, data_label: str = "SynthCXR", with_paper: bool = True) -> dict[str, pd.DataFrame]:
+    """The encoder-frozen Pathology9 table (``classify_frozen``)."""
+    return {"Pathology9 encoder-frozen: test AUROC (%)": pathology9_table(results, "classify_frozen", data_label=data_label,
+                                                                           with_paper=with_paper)}
+
+
+def pathology9_tuned_tables(results: pd.DataFrame, data_label: str = "SynthCXR", with_paper: bool = True) -> dict[str, pd.DataFrame]:
+    """The encoder-tuned Pathology9 table (``classify_tuned``)."""
+    return {"Pathology9 encoder-tuned: test AUROC (%)": pathology9_table(results, "classify_tuned", data_label=data_label,
+                                                                          with_paper=with_paper)}
+
+
+def edema_tables(results: pd.DataFrame, data_label: str = "SynthCXR", with_paper: bool = True) -> dict[str, pd.DataFrame]:
+    """One EdemaSeverity table for both modes (``edema_frozen``, ``edema_tuned``)."""
+    return {"EdemaSeverity: ordinal AUCs (%)": edema_table(results, data_label=data_label, with_paper=with_paper)}
+
+
+def segmentation_tables(results: pd.DataFrame, data_label: str = "SynthCXR", with_paper: bool = True) -> dict[str, pd.DataFrame]:
+    """One Dice table for every segmentation protocol and target (``seg_*``)."""
+    return {"Segmentation: dataset-level Dice (%)": segmentation_table(results, data_label=data_label, with_paper=with_paper)}
+
+
+def retrieval_tables(results: pd.DataFrame, data_label: str = "SynthCXR", with_paper: bool = True) -> dict[str, pd.DataFrame]:
+    """The retrieval table (``retrieval``)."""
+    return {"Retrieval: R@K (%)": retrieval_table(results, data_label=data_label, with_paper=with_paper)}
+
+
+def grounding_tables(results: pd.DataFrame, data_label: str = "SynthCXR", with_paper: bool = True) -> dict[str, pd.DataFrame]:
+    """One CNR table per grounding source present (``grounding:<source>``); no published CNRs exist."""
     tasks = set(results["task"]) if len(results) else set()
+    return {f"Phrase grounding ({source}): CNR": grounding_table(results, source, data_label=data_label)
+            for source in ("ms_cxr", "synth_masks") if f"grounding:{source}" in tasks}
+
+
+def summary_tables(results: pd.DataFrame, data_label: str = "SynthCXR", with_paper: bool = True) -> dict[str, pd.DataFrame]:
+    """Every table the results have rows for, keyed by a title: the ``table`` of each registered
+    protocol present in the results (:mod:`localign.eval.protocols.registry`), in registry order,
+    a table shared by several protocols once."""
+    from localign.eval.protocols.registry import present_protocols
+
     tables: dict[str, pd.DataFrame] = {}
-    if "probe" in tasks:
-        tables["Linear probe: macro AUROC (%) by label fraction"] = classification_table(results, "probe", data_label=data_label,
-                                                                                          with_paper=with_paper)
-    for task, title in (("classify_frozen", "encoder-frozen"), ("classify_tuned", "encoder-tuned")):
-        if task in tasks:
-            tables[f"Pathology9 {title}: test AUROC (%)"] = pathology9_table(results, task, data_label=data_label, with_paper=with_paper)
-    if tasks & {"edema_frozen", "edema_tuned"}:
-        tables["EdemaSeverity: ordinal AUCs (%)"] = edema_table(results, data_label=data_label, with_paper=with_paper)
-    if any(t.startswith("seg_") for t in tasks):
-        tables["Segmentation: dataset-level Dice (%)"] = segmentation_table(results, data_label=data_label, with_paper=with_paper)
-    if "retrieval" in tasks:
-        tables["Retrieval: R@K (%)"] = retrieval_table(results, data_label=data_label, with_paper=with_paper)
-    for source in ("ms_cxr", "synth_masks"):
-        if f"grounding:{source}" in tasks:
-            tables[f"Phrase grounding ({source}): CNR"] = grounding_table(results, source, data_label=data_label)
+    done: set[int] = set()
+    for protocol in present_protocols(results):
+        if protocol.table is None or id(protocol.table) in done:
+            continue
+        done.add(id(protocol.table))
+        for title, table in protocol.table(results, data_label=data_label, with_paper=with_paper).items():
+            tables.setdefault(title, table)
     return {k: v for k, v in tables.items() if not v.empty}
