@@ -10,6 +10,7 @@ book); :func:`evaluate_runs` runs them on run folders and baselines and returns 
                           and SynthCXR lung-opacity masks
 - :mod:`.retrieval`       image↔report R@K with the method's own score and an explicit pool
 - :mod:`.grounding`       phrase-grounding CNR on MS-CXR boxes, and on SynthCXR's exact masks
+- :mod:`.zero_shot`       zero-shot classification from class prompts (GLoRIA's CheXpert 5×200)
 - :mod:`.baselines`       random init, supervised image-only (local MI), ImageNet init
 - :mod:`.registry`        the protocol registry: name, aliases, variants, config, run, table, figures
 - :mod:`.builtin`         the registry entries of the papers' protocols
@@ -69,6 +70,7 @@ from localign.eval.protocols.segmentation import (
     train_unet,
     unet_protocol,
 )
+from localign.eval.protocols.zero_shot import ZeroShotConfig, class_prompts, zero_shot_protocol
 
 __all__ = [
     "BASELINES",
@@ -95,6 +97,8 @@ __all__ = [
     "UNet",
     "UNetConfig",
     "UNetDecoder",
+    "ZeroShotConfig",
+    "class_prompts",
     "classifier_protocol",
     "edema_table",
     "evaluate_runs",
@@ -123,4 +127,5 @@ __all__ = [
     "train_linear_segmentation",
     "train_unet",
     "unet_protocol",
+    "zero_shot_protocol",
 ]

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 #: the modules that register protocols, imported in this order (task, table and figure order)
 PROTOCOL_MODULES = (
     "localign.eval.protocols.builtin",
+    "localign.eval.protocols.zero_shot",
 )
 
 
