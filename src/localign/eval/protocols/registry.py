@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 PROTOCOL_MODULES = (
     "localign.eval.protocols.builtin",
     "localign.eval.protocols.zero_shot",
-    "localign.eval.protocols.embedding_norm",
 )
 
 
