@@ -16,7 +16,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 #: Bottom to top; a module may import its own layer and those below. The why of each row:
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # leaf utilities every layer uses: the config serializer, paths/cache, progress bars, rank helpers
-    ("base", ("localign", "localign.config", "localign.paths", "localign.progress", "localign.distributed")),
+    # (and the papers' published numbers, data files with a loader that imports nothing of the package)
+    ("base", ("localign", "localign.config", "localign.paths", "localign.progress", "localign.distributed", "localign.published")),
     # data on disk and the pure maths over tensors/arrays: know nothing about models or training
     ("data", ("localign.data", "localign.losses", "localign.metrics")),
     # encoders, heads and methods: built from data records, scored by losses

@@ -425,6 +425,49 @@ def test_random_baseline_is_seeded_and_imagenet_failure_is_reported(monkeypatch)
 
 
 # --------------------------------------------------------------------------------------------------
+# zero-shot classification
+# --------------------------------------------------------------------------------------------------
+def _prompt_file(tmp_path, labels):
+    path = tmp_path / "prompts.yaml"
+    path.write_text("classes:\n" + "".join(f"  {c}: {{severity: ['', mild], finding: [{c.lower()}]}}\n" for c in labels))
+    return path
+
+
+def test_zero_shot_on_the_tiny_run_balanced_set_and_baseline_skip(run_dir, prepared, tmp_path):
+    from localign.eval.protocols.zero_shot import single_label_studies
+    from localign.eval.tables import summary_tables
+
+    # the tiny test split (about a dozen studies) has few single-label studies of the five
+    # competition findings, so this test classifies the two labels it has most of
+    classes = ["No Finding", "Lung Opacity"]
+    counts = single_label_studies(prepared, classes)["label"].value_counts()
+    assert all(counts.get(c, 0) > 0 for c in classes), counts.to_dict()
+    n = min(200, min(int(counts[c]) for c in classes))
+    config = EvalConfig().with_overrides(**{"zero_shot.classes": classes, "zero_shot.prompts": str(_prompt_file(tmp_path, classes))})
+    df = evaluate_runs([run_dir], tasks="zero_shot", seeds=(0, 1), baselines=("random",), config=config,
+                       out=tmp_path / "zs.csv", progress=False)
+    z = df[df["task"] == "zero_shot"]
+    assert set(z["method"]) == {"convirt"} and set(z["seed"]) == {0, 1}
+    for _, rep in z.groupby("seed"):
+        m = rep.set_index("metric")["value"]
+        assert m["n_per_class"] == n and m["n_images"] == n * len(classes) and m["chance_accuracy"] == 0.5
+        assert m["n_prompts"] == 4 and set(classes) <= set(m.index) and 0 <= m["macro"] <= 1
+        assert m["accuracy"] * m["n_images"] == pytest.approx(round(m["accuracy"] * m["n_images"]))  # k of n_images right
+    skipped = [s for s in df.attrs["skipped"] if s["method"] == "random_init"]
+    assert [s["task"] for s in skipped] == ["zero_shot"] and "no text tower" in skipped[0]["reason"]
+    details = list((tmp_path / "zs_details").glob("*zero_shot.csv"))
+    assert len(details) == 1 and len(pd.read_csv(details[0])) == n * len(classes)
+    assert "Zero-shot classification: accuracy and AUROC (%)" in summary_tables(df)
+
+
+def test_zero_shot_without_candidates_for_a_class_is_skipped_with_the_reason(run_dir, tmp_path):
+    classes = ["No Finding", "Pleural Other"]  # SynthCXR draws no "Pleural Other" finding
+    config = EvalConfig().with_overrides(**{"zero_shot.classes": classes, "zero_shot.prompts": str(_prompt_file(tmp_path, classes))})
+    df = evaluate_runs([run_dir], tasks="zero_shot", seeds=(0,), baselines=(), config=config, progress=False)
+    assert df.empty and "['Pleural Other']" in df.attrs["skipped"][0]["reason"]
+
+
+# --------------------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------------------
 def test_cli_evaluate_writes_results_and_prints_tables(run_dir, tmp_path, capsys):

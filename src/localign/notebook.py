@@ -161,3 +161,24 @@ def table(frame: Any, name: str, title: str | None = None, digits: int | None = 
         csv = target_dir / f"{_slug(name)}.csv"
         frame.to_csv(csv, index=False)
         display(Markdown(f"{{download}}`Download as CSV <{target_dir.name}/{csv.name}>`"))
+
+
+def figure(fig: Any, name: str, caption: str, label: str | None = None) -> None:
+    """Show a matplotlib figure with its caption, from any cell (e.g. a loop over the registry's figures).
+
+    In the book the figure is saved as ``<page>_files/<name>.png`` and shown through a MyST
+    ``figure`` directive (so it is numbered, captioned and, with ``label``, referable as
+    ``{numref}`label```); outside the report it is displayed inline with the caption below it.
+    """
+    from IPython.display import Markdown, display
+
+    target_dir = _download_dir()
+    if target_dir is None:
+        display(fig)
+        display(Markdown(f"*{caption}*"))
+        return
+    target_dir.mkdir(parents=True, exist_ok=True)
+    png = target_dir / f"{_slug(name)}.png"
+    fig.savefig(png, dpi=120, bbox_inches="tight")
+    options = f":name: {label}\n" if label else ""
+    display(Markdown(f":::{{figure}} {target_dir.name}/{png.name}\n{options}\n{caption}\n:::\n"))

@@ -3,6 +3,11 @@
 Every function takes the tidy table (columns ``run, method, task, fraction, seed, metric, value``),
 aggregates the seeds to mean ± 95 % CI with :func:`~localign.eval.stats.summarize_tidy` and returns
 a :class:`matplotlib.figure.Figure`; error bars are that CI (absent for a single seed).
+
+Each protocol of :mod:`localign.eval.protocols.registry` declares its figures
+(:class:`~localign.eval.protocols.registry.FigureSpec`: name, caption, draw function);
+:func:`protocol_figures` draws those of every protocol present in the results, which is what
+notebook 04 shows.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from localign.eval.protocols.registry import FigureSpec, present_protocols
 from localign.eval.stats import summarize_tidy
 
 
@@ -144,3 +150,83 @@ def plot_grounding(results: pd.DataFrame, source: str = "ms_cxr") -> Figure:
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return _close(fig)
+
+
+def plot_zero_shot(results: pd.DataFrame, task: str = "zero_shot") -> Figure:
+    """Zero-shot accuracy and macro AUROC (%) per run, error bars the 95 % CI over seeds, chance dotted."""
+    s = _select(results, [task], ["accuracy", "macro", "chance_accuracy"])
+    subjects = _subjects(s)
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.5 + 0.9 * len(subjects)), 3.8))
+    metrics = [("accuracy", "accuracy"), ("macro", "macro AUROC")]
+    width = 0.8 / len(subjects)
+    x = np.arange(len(metrics))
+    for j, (run, method) in enumerate(subjects):
+        g = s[(s["run"] == run) & (s["method"] == method)].set_index("metric")
+        means = [g["mean"].get(m, np.nan) * 100 for m, _ in metrics]
+        ci = [np.nan_to_num(g["ci95"].get(m, np.nan)) * 100 for m, _ in metrics]
+        ax.bar(x + (j - (len(subjects) - 1) / 2) * width, means, width, yerr=ci, capsize=2, label=_label(run, method))
+    chance = s[s["metric"] == "chance_accuracy"]["mean"]
+    if len(chance):
+        ax.plot([x[0] - 0.45, x[0] + 0.45], [100 * float(chance.iloc[0])] * 2, "k:", lw=1.2, label="chance")
+    ax.plot([x[1] - 0.45, x[1] + 0.45], [50.0, 50.0], "k:", lw=1.2)
+    ax.set_xticks(x, [label for _, label in metrics])
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("%")
+    ax.set_title("zero-shot classification from prompts (mean ± 95 % CI over seeds)")
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _close(fig)
+
+
+# --------------------------------------------------------------------------------------------------
+# the figures each protocol declares (FigureSpec.draw): None when the results hold nothing to draw
+# --------------------------------------------------------------------------------------------------
+def _tasks(results: pd.DataFrame) -> set[str]:
+    return set(results["task"]) if len(results) else set()
+
+
+def probe_figure(results: pd.DataFrame) -> Figure | None:
+    return plot_label_fraction_curves(results, task="probe", metric="macro") if "probe" in _tasks(results) else None
+
+
+def classification_figure(results: pd.DataFrame) -> Figure | None:
+    tasks = [t for t in ("classify_frozen", "classify_tuned") if t in _tasks(results)]
+    return plot_metric_bars(results, tasks, "macro", ylabel="test macro AUROC (%)", reference=50.0) if tasks else None
+
+
+def segmentation_figure(results: pd.DataFrame) -> Figure | None:
+    tasks = sorted(t for t in _tasks(results) if t.startswith("seg_"))
+    return plot_metric_bars(results, tasks, "dice", ylabel="dataset-level Dice (%)") if tasks else None
+
+
+def retrieval_figure(results: pd.DataFrame) -> Figure | None:
+    return plot_retrieval(results) if "retrieval" in _tasks(results) else None
+
+
+def grounding_ms_cxr_figure(results: pd.DataFrame) -> Figure | None:
+    return plot_grounding(results, "ms_cxr") if "grounding:ms_cxr" in _tasks(results) else None
+
+
+def grounding_synth_masks_figure(results: pd.DataFrame) -> Figure | None:
+    return plot_grounding(results, "synth_masks") if "grounding:synth_masks" in _tasks(results) else None
+
+
+def zero_shot_figure(results: pd.DataFrame) -> Figure | None:
+    return plot_zero_shot(results) if "zero_shot" in _tasks(results) else None
+
+
+def protocol_figures(results: pd.DataFrame) -> list[tuple[FigureSpec, Figure]]:
+    """Every figure the registered protocols present in the results declare, in registry order
+    (a figure shared by several protocols once), as (spec, figure) pairs."""
+    out: list[tuple[FigureSpec, Figure]] = []
+    seen: set[str] = set()
+    for protocol in present_protocols(results):
+        for spec in protocol.figures:
+            if spec.name in seen:
+                continue
+            seen.add(spec.name)
+            fig = spec(results)
+            if fig is not None:
+                out.append((spec, fig))
+    return out

@@ -10,7 +10,10 @@ book); :func:`evaluate_runs` runs them on run folders and baselines and returns 
                           and SynthCXR lung-opacity masks
 - :mod:`.retrieval`       image↔report R@K with the method's own score and an explicit pool
 - :mod:`.grounding`       phrase-grounding CNR on MS-CXR boxes, and on SynthCXR's exact masks
+- :mod:`.zero_shot`       zero-shot classification from class prompts (GLoRIA's CheXpert 5×200)
 - :mod:`.baselines`       random init, supervised image-only (local MI), ImageNet init
+- :mod:`.registry`        the protocol registry: name, aliases, variants, config, run, table, figures
+- :mod:`.builtin`         the registry entries of the papers' protocols
 - :mod:`.runner`          :func:`evaluate_runs`, :class:`EvalConfig`, the task names
 """
 
@@ -42,8 +45,16 @@ from localign.eval.protocols.features import (
     mask_to_input,
 )
 from localign.eval.protocols.grounding import grounding_protocol, ms_cxr_phrases, phrase_cnr, synth_sentence_masks
+from localign.eval.protocols.registry import (
+    FigureSpec,
+    Protocol,
+    TaskContext,
+    get_protocol,
+    protocols,
+    register_protocol,
+)
 from localign.eval.protocols.retrieval import retrieval_protocol
-from localign.eval.protocols.runner import TASK_ALIASES, TASKS, EvalConfig, evaluate_runs, resolve_tasks
+from localign.eval.protocols.runner import TASK_ALIASES, TASKS, EvalConfig, EvalSettings, evaluate_runs, resolve_tasks
 from localign.eval.protocols.segmentation import (
     OPACITY_FINDINGS,
     LinearSegmentationHead,
@@ -59,6 +70,7 @@ from localign.eval.protocols.segmentation import (
     train_unet,
     unet_protocol,
 )
+from localign.eval.protocols.zero_shot import ZeroShotConfig, class_prompts, zero_shot_protocol
 
 __all__ = [
     "BASELINES",
@@ -69,23 +81,30 @@ __all__ = [
     "BaselineUnavailable",
     "ClassifierConfig",
     "EvalConfig",
+    "EvalSettings",
+    "FigureSpec",
     "ImageClassifier",
     "ImageStore",
     "LinearSegmentationHead",
     "Preprocessing",
     "ProbeConfig",
+    "Protocol",
     "ProtocolResult",
     "SegmentationConfig",
     "StoreCache",
+    "TaskContext",
     "TaskUnavailable",
     "UNet",
     "UNetConfig",
     "UNetDecoder",
+    "ZeroShotConfig",
+    "class_prompts",
     "classifier_protocol",
     "edema_table",
     "evaluate_runs",
     "extract_features",
     "feature_pyramid",
+    "get_protocol",
     "grounding_protocol",
     "imagenet_encoder",
     "linear_probe_protocol",
@@ -95,7 +114,9 @@ __all__ = [
     "ms_cxr_phrases",
     "pathology_table",
     "phrase_cnr",
+    "protocols",
     "random_init_encoder",
+    "register_protocol",
     "resolve_tasks",
     "retrieval_protocol",
     "segmentation_table",
@@ -106,4 +127,5 @@ __all__ = [
     "train_linear_segmentation",
     "train_unet",
     "unet_protocol",
+    "zero_shot_protocol",
 ]

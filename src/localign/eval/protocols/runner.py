@@ -1,30 +1,17 @@
-"""``evaluate_runs``: every downstream protocol on run folders (and baselines), as one tidy table.
+"""``evaluate_runs``: every registered downstream protocol on run folders (and baselines), as one tidy table.
 
-Tasks (:data:`TASKS`) and the rows they write (``task`` column of the tidy table):
+The tasks are the protocols of :mod:`localign.eval.protocols.registry` (:data:`TASKS`, in
+registry order; the papers' protocols are listed in :mod:`localign.eval.protocols.builtin`, the
+zero-shot classification in :mod:`localign.eval.protocols.zero_shot`). A protocol with variants
+writes ``<task>:<variant>`` rows (``seg_linear:rsna``, ``grounding:ms_cxr``).
 
-================== ========================= =========================================================
-task               tidy ``task``             protocol
-================== ========================= =========================================================
-probe              ``probe``                 linear probe on frozen global features, Pathology9,
-                                             × label fractions × seeds
-classify_frozen    ``classify_frozen``       local MI re-training, encoder frozen, Pathology9, × seeds
-classify_tuned     ``classify_tuned``        local MI re-training, encoder tuned, Pathology9, × seeds
-edema_frozen       ``edema_frozen``          EdemaSeverity, encoder frozen, × seeds
-edema_tuned        ``edema_tuned``           EdemaSeverity, encoder tuned, × seeds
-seg_linear         ``seg_linear:<target>``   LoVT linear segmentation × label fractions × seeds
-seg_unet_frozen    ``seg_unet_frozen:<t>``   LoVT U-Net, encoder frozen, × seeds
-seg_unet_finetune  ``seg_unet_finetune:<t>`` LoVT U-Net, fine-tuned after a frozen warm-up, × seeds
-retrieval          ``retrieval``             image↔report R@K with the method's score (seed 0)
-grounding          ``grounding:<source>``    phrase-grounding CNR, MS-CXR boxes / SynthCXR masks
-================== ========================= =========================================================
-
-Label fractions apply to the probe and linear segmentation (the protocols the papers report at
-1/10/100 %); the other trained protocols use all training labels (fraction 1.0), the deterministic
-ones seed 0 only. Aliases: ``classify``, ``edema``, ``seg``, ``all``. A task that cannot run on a
-run's data (no RSNA table, no edema test images, a baseline without a text tower) is **skipped
-with its reason** — listed in the JSON written next to the CSV and in ``DataFrame.attrs["skipped"]``
-— never silently dropped; bad input (unknown task, a folder without ``config.yaml``) is an error
-before any work starts.
+Label fractions apply to the protocols that declare ``uses_fractions`` (the probe and linear
+segmentation, which the papers report at 1/10/100 %); the other trained protocols use all training
+labels (fraction 1.0), the deterministic ones seed 0 only. Aliases (:data:`TASK_ALIASES`):
+``classify``, ``edema``, ``seg``, ``all``. A task that cannot run on a run's data (no RSNA table,
+no edema test images, a baseline without a text tower) is **skipped with its reason** — listed in
+the JSON written next to the CSV and in ``DataFrame.attrs["skipped"]`` — never silently dropped;
+bad input (unknown task, a folder without ``config.yaml``) is an error before any work starts.
 """
 
 from __future__ import annotations
@@ -50,25 +37,12 @@ from localign.data import layout
 from localign.data.manifest import PreparedDataset, load_prepared
 from localign.data.transforms import Preprocessing
 from localign.eval.protocols import baselines as B
-from localign.eval.protocols.classification import (
-    BLANK_POLICIES,
-    ClassifierConfig,
-    ProbeConfig,
-    classifier_protocol,
-    linear_probe_protocol,
-    pathology_table,
-)
+from localign.eval.protocols import registry as R
+from localign.eval.protocols.classification import BLANK_POLICIES
 from localign.eval.protocols.common import ProtocolResult, TaskUnavailable, check_positive
 from localign.eval.protocols.features import DEFAULT_MAX_CACHE_BYTES, StoreCache
-from localign.eval.protocols.grounding import GROUNDING_SOURCES, GROUNDING_SPLITS, grounding_protocol
-from localign.eval.protocols.retrieval import retrieval_protocol
-from localign.eval.protocols.segmentation import (
-    SEG_TARGETS,
-    SegmentationConfig,
-    UNetConfig,
-    linear_segmentation_protocol,
-    unet_protocol,
-)
+from localign.eval.protocols.grounding import GROUNDING_SOURCES, GROUNDING_SPLITS
+from localign.eval.protocols.segmentation import SEG_TARGETS
 from localign.eval.stats import TIDY_COLUMNS, validate_tidy
 from localign.models.image import ImageEncoder
 from localign.models.methods.base import PretrainModel
@@ -76,45 +50,18 @@ from localign.train.run_folder import check_run_dir
 
 log = logging.getLogger(__name__)
 
-TASKS = (
-    "probe", "classify_frozen", "classify_tuned", "edema_frozen", "edema_tuned",
-    "seg_linear", "seg_unet_frozen", "seg_unet_finetune", "retrieval", "grounding",
-)
-TASK_ALIASES = {
-    "classify": ("classify_frozen", "classify_tuned"),
-    "edema": ("edema_frozen", "edema_tuned"),
-    "seg": ("seg_linear", "seg_unet_frozen", "seg_unet_finetune"),
-    "all": TASKS,
-}
-FRACTION_TASKS = ("probe", "seg_linear")
-TEXT_TASKS = ("retrieval", "grounding")
-
-
-def resolve_tasks(tasks: str | Sequence[str]) -> tuple[str, ...]:
-    """Task names (a list or a comma-separated string, aliases expanded) in :data:`TASKS` order."""
-    items = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks)]
-    items = [t for t in items if t]
-    if not items:
-        raise ValueError(f"tasks: none given; choose from {', '.join(TASKS)} (aliases: {', '.join(TASK_ALIASES)})")
-    chosen: set[str] = set()
-    for t in items:
-        if t in TASK_ALIASES:
-            chosen.update(TASK_ALIASES[t])
-        elif t in TASKS:
-            chosen.add(t)
-        else:
-            raise ValueError(f"unknown task {t!r}; choose from {', '.join(TASKS)} (aliases: {', '.join(TASK_ALIASES)})")
-    return tuple(t for t in TASKS if t in chosen)
+#: every task name, in registry order (the papers' protocols, then zero-shot classification)
+TASKS: tuple[str, ...] = R.task_names()
+#: ``{alias: tasks}`` (``classify``, ``edema``, ``seg``, ``all``)
+TASK_ALIASES: dict[str, tuple[str, ...]] = R.task_aliases()
+#: the tasks that use the text tower (skipped for baselines)
+TEXT_TASKS: tuple[str, ...] = tuple(p.name for p in R.protocols() if p.needs_text)
+resolve_tasks = R.resolve_tasks
 
 
 @dataclass(frozen=True)
-class EvalConfig:
-    """Everything that determines an evaluation; saved resolved in the JSON next to the results.
-
-    Defaults are the demo protocol (ResNet-18 at 128 px on ~2k SynthCXR studies, 2 CPU cores):
-    short trainings whose budgets live in the nested configs (``classifier_tuned.max_steps``,
-    ``unet.max_steps``, ``segmentation.epochs``, ...); raise them for real data.
-    """
+class EvalSettings:
+    """The settings every protocol shares (validated here); :data:`EvalConfig` adds each protocol's own config field."""
 
     tasks: tuple[str, ...] = TASKS
     fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
@@ -131,11 +78,6 @@ class EvalConfig:
     grounding_sources: tuple[str, ...] = GROUNDING_SOURCES
     grounding_split: str = "test"
     grounding_sigma: float = 1.5
-    probe: ProbeConfig = field(default_factory=ProbeConfig)
-    classifier_frozen: ClassifierConfig = field(default_factory=lambda: ClassifierConfig(epochs=20, augmented_views=2))
-    classifier_tuned: ClassifierConfig = field(default_factory=lambda: ClassifierConfig(batch_size=16, max_steps=30))
-    segmentation: SegmentationConfig = field(default_factory=SegmentationConfig)
-    unet: UNetConfig = field(default_factory=UNetConfig)
     supervised_epochs: int | None = None  # None: twice classifier_tuned's budget (Liao et al.: 100 vs 50 epochs)
     baseline_seed: int = 0
     max_cache_bytes: int = DEFAULT_MAX_CACHE_BYTES
@@ -182,6 +124,11 @@ class EvalConfig:
         if self.num_threads is not None:
             check_positive("num_threads", self.num_threads, integer=True)
 
+        for name, config_class, _ in R.config_fields():
+            value = getattr(self, name, None)
+            if not isinstance(value, config_class):
+                raise ValueError(f"{name}: expected a {config_class.__name__}, got {value!r}")
+
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)
 
@@ -192,6 +139,24 @@ class EvalConfig:
     def with_overrides(self, **dotted: Any) -> "EvalConfig":
         """A copy with dotted-key overrides (``{"classifier.epochs": 5}``), converted like a YAML file."""
         return replace(self, **dotted)
+
+
+#: Everything that determines an evaluation; saved resolved in the JSON next to the results.
+#: The fields of :class:`EvalSettings` plus one per protocol ``config_field`` of the registry
+#: (``probe``, ``classifier_frozen``, ``classifier_tuned``, ``segmentation``, ``unet``,
+#: ``zero_shot``), each of its protocol's ``config_class`` with its default. Defaults are the demo
+#: protocol (ResNet-18 at 128 px on ~2k SynthCXR studies, 2 CPU cores): short trainings whose
+#: budgets live in the nested configs (``classifier_tuned.max_steps``, ``unet.max_steps``,
+#: ``segmentation.epochs``, ...); raise them for real data.
+EvalConfig = dataclasses.make_dataclass(
+    "EvalConfig",
+    [(name, config_class, field(default_factory=default)) for name, config_class, default in R.config_fields()],
+    bases=(EvalSettings,),
+    frozen=True,
+    namespace={"__module__": __name__, "__doc__": (
+        "Everything that determines an evaluation, saved resolved in the JSON next to the results: the shared "
+        "settings of :class:`EvalSettings` and one config field per protocol of the registry (its ``config_field``).")},
+)
 
 
 @dataclass
@@ -230,54 +195,26 @@ def _data_root(loaded, data: str | Path | None) -> Path:
 # --------------------------------------------------------------------------------------------------
 # running one task
 # --------------------------------------------------------------------------------------------------
-def _variants(task: str, cfg: EvalConfig) -> list[tuple[str, str | None]]:
-    """(tidy task name, target/source) pairs of one task."""
-    if task.startswith("seg_"):
-        return [(f"{task}:{t}", t) for t in cfg.seg_targets]
-    if task == "grounding":
-        return [(f"grounding:{s}", s) for s in cfg.grounding_sources]
-    return [(task, None)]
-
-
-def _run_task(task: str, variant: str | None, s: Subject, cfg: EvalConfig, stores: StoreCache, progress: bool) -> list[ProtocolResult]:
-    dev = cfg.device
-    common = dict(device=dev, progress=progress)
-    if task == "probe":
-        table = pathology_table(s.prepared, cfg.labels, cfg.blank)
-        return linear_probe_protocol(s.encoder, s.prep, table, cfg.labels, fractions=cfg.fractions, seeds=cfg.seeds,
-                                     config=cfg.probe, stores=stores, batch_size=cfg.batch_size, **common)
-    if task.startswith(("classify_", "edema_")):
-        name, mode = task.split("_")
-        return classifier_protocol(s.encoder, s.prep, s.prepared, task="pathology9" if name == "classify" else "edema", mode=mode,
-                                   seeds=cfg.seeds, class_names=cfg.labels, blank=cfg.blank,
-                                   config=cfg.classifier_frozen if mode == "frozen" else cfg.classifier_tuned, stores=stores, **common)
-    if task == "seg_linear":
-        return linear_segmentation_protocol(s.encoder, s.prep, s.prepared, target=variant, fractions=cfg.fractions, seeds=cfg.seeds,
-                                            config=cfg.segmentation, stores=stores, batch_size=cfg.batch_size, **common)
-    if task.startswith("seg_unet_"):
-        return unet_protocol(s.encoder, s.prep, s.prepared, target=variant, mode=task.removeprefix("seg_unet_"), seeds=cfg.seeds,
-                             config=cfg.unet, stores=stores, **common)
-    if task == "retrieval":
-        return retrieval_protocol(s.model, s.prep, s.prepared, pool=cfg.retrieval_pool, split=cfg.retrieval_split,
-                                  batch_size=cfg.batch_size, **common)
-    if task == "grounding":
-        return grounding_protocol(s.model, s.prep, s.prepared, source=variant, split=cfg.grounding_split, sigma=cfg.grounding_sigma,
-                                  batch_size=cfg.batch_size, **common)
-    raise ValueError(f"unknown task {task!r}")  # resolve_tasks keeps this unreachable
+def _run_task(protocol: R.Protocol, variant: str | None, s: Subject, cfg: EvalConfig, stores: StoreCache,
+              progress: bool) -> list[ProtocolResult]:
+    ctx = R.TaskContext(encoder=s.encoder, prep=s.prep, prepared=s.prepared, model=s.model, config=cfg, stores=stores,
+                        variant=variant, device=cfg.device, progress=progress)
+    return protocol.run(ctx)
 
 
 def _evaluate_subject(s: Subject, cfg: EvalConfig, stores: StoreCache, progress: bool, log_book: dict[str, list]) -> list[dict]:
     rows: list[dict] = []
     for task in cfg.tasks:
-        for tidy_task, variant in _variants(task, cfg):
+        protocol = R.get_protocol(task)
+        for tidy_task, variant in protocol.tidy_tasks(cfg):
             where = {"run": s.run, "method": s.method, "task": tidy_task}
-            if task in TEXT_TASKS and s.model is None:
+            if protocol.needs_text and s.model is None:
                 log_book["skipped"].append({**where, "reason": "a baseline has no text tower"})
                 continue
             log.info("%s (%s): %s", s.run, s.method, tidy_task)
             t0 = time.perf_counter()
             try:
-                results = _run_task(task, variant, s, cfg, stores, progress)
+                results = _run_task(protocol, variant, s, cfg, stores, progress)
             except TaskUnavailable as err:
                 log.warning("%s (%s): %s skipped: %s", s.run, s.method, tidy_task, err)
                 log_book["skipped"].append({**where, "reason": str(err)})
@@ -343,8 +280,8 @@ def evaluate_runs(
 
     :param run_dirs: run folders written by ``localign pretrain`` (``config.yaml``, ``encoder.pt``,
         ``checkpoints/best.pt``, ``summary.json``).
-    :param tasks: task names or aliases (:data:`TASKS`; default all).
-    :param fractions: label fractions for the probe and linear segmentation (default 0.01, 0.1, 1).
+    :param tasks: task names or aliases (:data:`TASKS`, the registered protocols; default all).
+    :param fractions: label fractions of the protocols that use them (probe, linear segmentation; default 0.01, 0.1, 1).
     :param seeds: downstream seeds (default 0, 1, 2).
     :param data: dataset to evaluate on, a prepared folder or a SynthCXR root (default: the one each
         run was trained on, from its ``summary.json`` / ``config.yaml``).
