@@ -27,9 +27,13 @@ def test_the_paper_recipe_is_the_presets_own_training():
 def test_the_demo_recipe_locks_the_text_tower_on_identical_small_encoders(method):
     cfg = make_train_config(method=method, recipe="demo", out="runs/x")
     m = resolve_method(cfg)
-    assert cfg.recipe == "demo" and cfg.deterministic is True and cfg.augment == AUGMENTATIONS["none"]
+    # The global methods read GLoRIA's random crop; LoVT, LIMITR and local MI, with fewer epochs, none.
+    expected_augment = "gloria" if method in ("convirt", "clip", "gloria") else "none"
+    assert cfg.recipe == "demo" and cfg.deterministic is True and cfg.augment == AUGMENTATIONS[expected_augment]
+    assert cfg.amp == "bf16_native"
     assert (m.image.arch, m.image.input_size, m.image.weights, m.text.model, m.text.freeze) == ("resnet18", 128, None, "minilm", True)
     assert m.text_input.sentence_shuffling is None  # shuffled reports would miss the cache
+    assert m.text_input.sentence_sampling is None  # whole reports, not one random sentence
     assert m.optim.schedule == "linear_warmup" and m.optim.accumulate == 1
     train, _ = get_recipe("demo").for_method(method)
     assert m.optim.lr == train["lr"] and m.optim.batch_size == train["batch_size"] and m.optim.max_epochs == train["epochs"]
@@ -43,6 +47,11 @@ def test_explicit_arguments_override_the_recipe():
     assert cfg.augment == AUGMENTATIONS["convirt"]
     # None means "the recipe's value"
     assert resolve_method(make_train_config(method="convirt", recipe="demo", lr=None)).optim.lr == get_recipe("demo").train["lr"]
+
+
+def test_a_paper_method_keeps_its_random_sentence_outside_the_demo_recipe():
+    assert resolve_method(make_train_config(method="convirt", recipe="paper")).text_input.sentence_sampling == "random_sentence"
+    assert resolve_method(make_train_config(method="convirt", recipe="demo")).text_input.sentence_sampling is None
 
 
 def test_unknown_recipe_is_a_clear_error():

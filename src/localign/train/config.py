@@ -33,7 +33,9 @@ class TrainConfig:
     max_train_studies: int | None = None  # use only the first N training studies (LoVT's subsets are prefixes)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: str = "auto"  # auto (bf16, else fp16, on CUDA; off on CPU) | off | bf16 | fp16
+    # auto (bf16, else fp16, on CUDA; off on CPU) | off | bf16 | fp16 | bf16_native (bf16 where the
+    # device computes it natively: CUDA with bf16, a CPU with AVX512-BF16 or AMX; off elsewhere)
+    amp: str = "auto"
     deterministic: bool = False
     num_workers: int = 0
     text_cache: bool = True  # a frozen text tower (text.freeze) reads token states cached per dataset
@@ -118,7 +120,7 @@ TRAIN_OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("max_train_studies", "max_train_studies", "use only the first N training studies", int),
     Option("seed", "seed", "default 0", int),
     Option("device", "device", "auto (default) | cpu | cuda | cuda:N"),
-    Option("amp", "amp", "mixed precision (default auto)", choices=("auto", "off", "bf16", "fp16")),
+    Option("amp", "amp", "mixed precision (default auto)", choices=("auto", "off", "bf16", "fp16", "bf16_native")),
     Option("deterministic", "deterministic", "deterministic algorithms (default: the recipe's; the demo recipe is deterministic)", bool,
            both_ways=True),
     Option("workers", "num_workers", "data-loader worker processes (default 0)", int),
@@ -210,7 +212,7 @@ def make_train_config(
     chosen = get_recipe(recipe)
     recipe_train, recipe_overrides = chosen.for_method(method)
     encoders = chosen.encoders if encoders is None else encoders
-    augment = chosen.augment if augment is None else augment
+    augment = chosen.augment_for(method) if augment is None else augment
     if encoders not in ("paper", "demo"):
         raise ValueError(f"encoders must be 'paper' or 'demo', got {encoders!r}")
     if augment not in AUGMENTATIONS:

@@ -31,8 +31,8 @@ class Recipe:
     :ivar train: settings by their option names of :data:`~localign.train.config.TRAIN_OPTIONS`
         (``lr``, ``epochs``, ``deterministic``, ...), as a user would give them on the command line
     :ivar overrides: dotted :class:`~localign.models.config.MethodConfig` overrides for every method
-    :ivar by_family: per method family, further ``train`` fields and ``overrides``
-        (``{"limitr": {"train": {...}, "overrides": {...}}}``)
+    :ivar by_family: per method family, further ``train`` fields and ``overrides``, and its own
+        ``augment`` (``{"limitr": {"train": {...}, "overrides": {...}, "augment": "none"}}``)
     """
 
     name: str
@@ -49,6 +49,10 @@ class Recipe:
         extra = self.by_family.get(family, {})
         return {**self.train, **extra.get("train", {})}, {**self.overrides, **extra.get("overrides", {})}
 
+    def augment_for(self, method: str) -> str:
+        """The augmentation name this recipe trains ``method`` with."""
+        return self.by_family.get(get_method(method).family, {}).get("augment", self.augment)
+
 
 RECIPES: dict[str, Recipe] = {
     "paper": Recipe(
@@ -59,32 +63,41 @@ RECIPES: dict[str, Recipe] = {
         name="demo",
         description=(
             "identical small encoders for every method (ResNet-18 at 128 px from scratch, the offline MiniLM locked "
-            "with cached token states), no image augmentation, AdamW with a 5 % linear warm-up and a linear decay to 0, "
-            "batch 32 (local MI 16), deterministic; epochs per family fit a chapter into minutes on 2 CPU cores"
+            "with cached token states), whole reports, GLoRIA's random crop for the global methods, AdamW with a 5 % "
+            "linear warm-up and a linear decay to 0, batch 32 (local MI 16), bf16 autocast where the processor computes "
+            "bf16 natively, deterministic; epochs per family fit a chapter into minutes on 2 CPU cores"
         ),
         encoders="demo",
-        augment="none",
-        train={"lr": 3e-4, "batch_size": 32, "accumulate": 1, "epochs": 5, "deterministic": True},
+        # Measured (benchmarks/README.md, recipe variants): without augmentation ConVIRT over-fits
+        # the 1,545 training studies within 3 epochs (validation loss rises again); GLoRIA's random
+        # crop keeps it learning for 8 and lifts the probe by 6 points.
+        augment="gloria",
+        train={"lr": 3e-4, "batch_size": 32, "accumulate": 1, "epochs": 8, "deterministic": True, "amp": "bf16_native"},
         overrides={
             "text.freeze": True,
             # A locked tower reads each report's (or sentence's) cached states; shuffled sentence
             # orders are new sequences that would have to run through the tower every step.
             "text_input.sentence_shuffling": None,
+            # One random sentence per step (ConVIRT, CLIP, GLoRIA) is a text augmentation for runs
+            # of hundreds of epochs; in a few, most drawn sentences are negations shared by many
+            # reports ("No pneumothorax."), and the validation loss of ConVIRT stayed at chance.
+            "text_input.sentence_sampling": None,
             "optim.optimizer": "adamw",
             "optim.schedule": "linear_warmup",
             "optim.warmup_fraction": 0.05,
             "optim.weight_decay": 1e-4,
         },
-        # Measured on 2 idle cores (benchmarks/README.md): a ConVIRT/CLIP/GLoRIA step costs about
-        # the image encoder, LoVT's a little more; LIMITR's and local MI's pair scoring several
-        # times that. Longer runs at higher rates collapsed the exported features (their effective
-        # rank fell, and the probe with it): LoVT learns fastest at 1e-3 decayed over 3 epochs,
-        # the global methods stay at 3e-4. Local MI trains on smaller batches, as its paper does
-        # (8), which divides its quadratic critic cost by four.
+        # Measured on 2 cores (benchmarks/README.md): a ConVIRT/CLIP/GLoRIA step costs about the
+        # image encoder, LoVT's a little more; LIMITR's and local MI's pair scoring several times
+        # that, so they get fewer epochs, and with so few the crop slows them more than it helps.
+        # LoVT learns fastest at 1e-3 decayed over 3 epochs without the crop; longer runs at that
+        # rate collapsed the exported features (their effective rank fell, and the probe with it).
+        # Local MI trains on smaller batches, as its paper does (8), which divides its quadratic
+        # critic cost by four.
         by_family={
-            "lovt": {"train": {"lr": 1e-3, "epochs": 3}},
-            "limitr": {"train": {"epochs": 2}},
-            "mi": {"train": {"batch_size": 16, "epochs": 2}},
+            "lovt": {"train": {"lr": 1e-3, "epochs": 3}, "augment": "none"},
+            "limitr": {"train": {"epochs": 2}, "augment": "none"},
+            "mi": {"train": {"batch_size": 16, "epochs": 2}, "augment": "none"},
         },
     ),
 }
