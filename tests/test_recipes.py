@@ -75,7 +75,7 @@ def test_the_cli_reads_the_recipe():
     add_arguments(parser)
     args = parser.parse_args(["--method", "convirt", "--recipe", "demo", "--out", "runs/c", "--quiet"])
     assert config_from_args(args) == make_train_config(method="convirt", recipe="demo", out="runs/c", progress=False, early_stopping=True,
-                                                       resume=False, device="auto", amp="auto", num_workers=0)
+                                                       resume=False, device="auto", num_workers=0)
     args = parser.parse_args(["--method", "convirt", "--recipe", "demo", "--out", "runs/c", "--no-deterministic", "--lr", "0.002"])
     cfg = config_from_args(args)
     assert cfg.deterministic is False and resolve_method(cfg).optim.lr == 0.002

@@ -150,3 +150,35 @@ def test_training_with_the_cache_equals_training_without_it(tiny_prepared, tmp_p
     first = {label: pd.read_csv(tmp_path / label / "metrics.csv").query("phase == 'train' and name == 'loss'")["value"].iloc[0]
              for label in ("cached", "uncached")}
     assert abs(first["cached"] - first["uncached"]) < 1e-5  # the first step, before any update, is the same
+
+
+def test_bf16_native_is_bf16_exactly_where_the_device_computes_it(monkeypatch):
+    from localign.train import runtime
+    from localign.train.config import TrainConfig
+
+    cfg = TrainConfig(method="convirt", amp="bf16_native")
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: True)
+    assert runtime.amp_settings(cfg, cpu) == (torch.bfloat16, False)
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: False)
+    assert runtime.amp_settings(cfg, cpu) == (None, False)  # emulated bf16 would be slower: float32
+    with pytest.raises(ValueError, match="bf16_native"):
+        runtime.amp_settings(TrainConfig(method="convirt", amp="bf17"), cpu)
+
+
+@pytest.mark.slow
+def test_two_bf16_runs_give_identical_metrics(tiny_prepared, tmp_path, monkeypatch):
+    """The demo recipe's bf16 autocast stays deterministic on CPU (same parameters, same metrics)."""
+    monkeypatch.setenv("LOCALIGN_CACHE", str(tmp_path / "cache"))
+    from localign.train import pretrain
+    from localign.train.config import with_overrides
+
+    runs = {}
+    for label in ("a", "b"):
+        cfg = with_overrides(tiny_config("convirt", tiny_prepared, tmp_path / label, max_steps=3, batch_size=8),
+                             overrides={"text.freeze": True, "text_input.sentence_shuffling": None,
+                                        "text_input.sentence_sampling": None}, amp="bf16", deterministic=True)
+        pretrain(cfg)
+        runs[label] = _val_metrics(tmp_path / label)
+    assert len(runs["a"]) > 5
+    pd.testing.assert_frame_equal(runs["a"], runs["b"])

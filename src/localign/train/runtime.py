@@ -47,11 +47,23 @@ def init_distributed(device: torch.device) -> bool:
     return True
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 in hardware: CUDA with bf16, or a CPU with AVX512-BF16/AMX
+    (oneDNN's check). Elsewhere bf16 is emulated and slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
 def amp_settings(config: TrainConfig, device: torch.device) -> tuple[torch.dtype | None, bool]:
     """(autocast dtype or None, use a GradScaler)."""
     mode = config.amp
-    if mode not in ("auto", "off", "bf16", "fp16"):
-        raise ValueError(f"amp must be auto, off, bf16 or fp16, got {mode!r}")
+    if mode not in ("auto", "off", "bf16", "fp16", "bf16_native"):
+        raise ValueError(f"amp must be auto, off, bf16, fp16 or bf16_native, got {mode!r}")
+    if mode == "bf16_native":
+        return (torch.bfloat16, False) if native_bf16(device) else (None, False)
     if mode == "off" or (mode == "auto" and device.type != "cuda"):
         return None, False
     if mode == "auto":
