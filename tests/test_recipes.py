@@ -158,3 +158,20 @@ def test_run_folders_with_the_old_shortcut_fields_still_load():
     old = {"method": "convirt", "overrides": {"optim.lr": 1.0}, "out": "runs/x", "epochs": 2, "batch_size": None, "lr": 0.5}
     cfg = TrainConfig.from_dict(old)
     assert cfg.overrides == {"optim.lr": 0.5, "optim.max_epochs": 2}
+
+
+def test_the_recipe_variant_table_is_what_the_variants_measured():
+    """benchmarks/README.md's recipe-variant table is rendered from results/recipe_variants.csv."""
+    import importlib.util
+
+    import pandas as pd
+
+    spec = importlib.util.spec_from_file_location("recipe_variants", ROOT / "benchmarks" / "recipe_variants.py")
+    variants = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(variants)
+    df = pd.read_csv(variants.CSV)
+    assert set(df["variant"]) <= set(variants.VARIANTS), "a measured variant is no longer defined"
+    df = df.set_index("variant").loc[[v for v in variants.VARIANTS if v in set(df["variant"])]].reset_index()
+    text = (ROOT / "benchmarks" / "README.md").read_text()
+    block = text.split(variants.START, 1)[1].split(variants.END, 1)[0].strip()
+    assert block == variants.render(df)
