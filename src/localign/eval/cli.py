@@ -6,10 +6,11 @@ Examples::
     localign evaluate --runs runs/lovt --tasks probe,retrieval --fractions 0.01,0.1,1 --seeds 0,1,2 --out results/probe.csv
     localign evaluate --runs runs/lovt --tasks seg --baselines random,imagenet --set unet.max_steps=500 --out results/seg.csv
     localign evaluate --runs runs/limitr --tasks retrieval --retrieval-pool 1000 --out results/retrieval.csv
+    localign evaluate --runs runs/clip --tasks zero_shot --out results/zero_shot.csv
 
 Tasks: probe, classify_frozen, classify_tuned, edema_frozen, edema_tuned, seg_linear,
-seg_unet_frozen, seg_unet_finetune, retrieval, grounding (aliases classify, edema, seg, all); see
-:mod:`localign.eval.protocols.runner`.
+seg_unet_frozen, seg_unet_finetune, retrieval, grounding, zero_shot (aliases classify, edema, seg,
+all): the protocols of :mod:`localign.eval.protocols.registry`.
 """
 
 from __future__ import annotations
