@@ -185,3 +185,16 @@ def options_to_dotted(options: dict[str, Option], values: dict[str, Any]) -> dic
             raise ValueError(f"unknown option {name!r}; options are {sorted(options)}")
         out.update(options[name].dotted(value))
     return out
+
+
+def positive_int_pair(value: Any, name: str, labels: str = "(H, W)") -> tuple[int, int]:
+    """``value`` as two positive integers (an image size, a region grid), or a ``ValueError`` naming
+    ``name`` and the offending value."""
+    try:
+        a, b = (int(v) for v in value)
+        ok = all(float(v) == int(v) for v in value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name}: expected {labels} positive integers, got {value!r}") from err
+    if not ok or a < 1 or b < 1:
+        raise ValueError(f"{name}: expected {labels} positive integers, got {value!r}")
+    return a, b

@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
+from localign.config import positive_int_pair
+
 GeometryMode = Literal["pad_resize", "resize_center_crop", "resize"]
 NORMALIZE_MODES = ("dataset", "half", "max")
 
@@ -340,11 +342,4 @@ def square_padding(height: int, width: int) -> tuple[int, int, int, int]:
 
 def check_image_size(original_size: Any) -> tuple[int, int]:
     """``(H, W)`` as positive integers, or a ``ValueError`` naming the offending value."""
-    try:
-        h, w = (int(v) for v in original_size)
-        ok = all(float(v) == int(v) for v in original_size)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"original_size: expected (H, W) integers, got {original_size!r}") from err
-    if not ok or h < 1 or w < 1:
-        raise ValueError(f"original_size: expected positive integers (H, W), got {original_size!r}")
-    return h, w
+    return positive_int_pair(original_size, "original_size", "(H, W)")

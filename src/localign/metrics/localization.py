@@ -25,6 +25,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from localign.config import positive_int_pair
+
 Ties = Literal["pessimistic", "expected"]
 WordNorm = Literal["max", "sum"]
 
@@ -66,14 +68,7 @@ def _finite(a: np.ndarray, name: str) -> None:
 
 
 def _grid(grid: Any) -> tuple[int, int]:
-    try:
-        h, w = (int(g) for g in grid)
-        ok = all(float(g) == int(g) for g in grid)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"grid: expected (h, w) positive integers, got {grid!r}") from err
-    if not ok or h < 1 or w < 1:
-        raise ValueError(f"grid: expected (h, w) positive integers, got {grid!r}")
-    return h, w
+    return positive_int_pair(grid, "grid", "(h, w)")
 
 
 # --------------------------------------------------------------------------------------------------
