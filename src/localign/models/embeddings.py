@@ -90,14 +90,7 @@ class _Embeddings:
         for c in chunks[1:]:
             if set(c.tensors()) != names:
                 raise ValueError(f"{cls.__name__}.cat: chunks hold different fields: {sorted(names)} vs {sorted(c.tensors())}")
-        out = {}
-        for name in names:
-            parts = [getattr(c, name) for c in chunks]
-            if parts[0].dim() >= 2 and len({p.shape[1] for p in parts}) > 1:
-                n = max(p.shape[1] for p in parts)
-                parts = [torch.cat([p, p.new_zeros((p.shape[0], n - p.shape[1], *p.shape[2:]))], dim=1) for p in parts]
-            out[name] = torch.cat(parts, dim=0)
-        return cls(**out)
+        return cls(**{name: cat_padded([getattr(c, name) for c in chunks]) for name in names})
 
 
 @dataclass(frozen=True)
@@ -137,3 +130,22 @@ class ReportEmbeddings(_Embeddings):
     word_mask: Tensor | None = None
 
     _MASKS = (("local", "local_mask"), ("words", "word_mask"))
+
+
+def cat_padded(chunks: list[Tensor]) -> Tensor:
+    """Concatenate along dim 0 tensors whose other dims may differ (sentences or words per batch),
+    padding each of them at its end with zeros (``False`` for bool masks).
+
+    :param chunks: tensors ``[B_i, L_i, ...]`` of one number of dims (``[B, M, D]``, ``[B, K, M]``).
+    :return: ``[sum B_i, max L_i, ...]``.
+    """
+    if not chunks:
+        raise ValueError("cat_padded: no tensors")
+    if len({c.dim() for c in chunks}) > 1:
+        raise ValueError(f"cat_padded: the tensors have different numbers of dims: {[tuple(c.shape) for c in chunks]}")
+    size = [max(c.shape[d] for c in chunks) for d in range(1, chunks[0].dim())]
+    padded = []
+    for c in chunks:
+        pad = [p for d in reversed(range(1, c.dim())) for p in (0, size[d - 1] - c.shape[d])]
+        padded.append(torch.nn.functional.pad(c, pad) if any(pad) else c)
+    return torch.cat(padded)
