@@ -46,3 +46,15 @@ def test_files_round_trip_and_errors(tmp_path):
         read_claims([tmp_path / "06"])
     with pytest.raises(ValueError, match="unknown verdicts"):
         write_claims([{**rows[0], "verdict": "maybe"}], tmp_path / "x")
+
+
+def test_display_puts_the_ci_in_one_cell():
+    from localign.eval.claims import claims_display
+    import pandas as pd
+
+    rows = [compare_claim("05", "LoVT", "c", "Dice", "lovt", [3.0, 5.0], "convirt", [1.0, 1.0]),
+            compare_claim("08", "LIMITR", "d", "CNR", "limitr", [2.0], "gloria", [1.0])]
+    shown = claims_display(pd.DataFrame(rows))
+    assert shown.loc[0, "difference [95 % CI]"] == "3 [1.04, 4.96]"
+    assert shown.loc[0, "a"] == "lovt: 4 (n=2)" and shown.loc[1, "difference [95 % CI]"] == "1"
+    assert list(shown["verdict"]) == ["holds", "not shown"]

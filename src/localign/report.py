@@ -166,7 +166,7 @@ def run_plan(plan: str | Path, out_dir: str | Path | None = None, only: list[str
         entries = [e for e in entries if e.output in only or e.notebook in only]
     plan_path = Path(plan).resolve()
     plan_label = plan_path.relative_to(root.resolve()).as_posix() if plan_path.is_relative_to(root.resolve()) else plan_path.name
-    written, timings = [], {}
+    written = []
     for entry in entries:
         target = out_dir / f"{entry.output}.ipynb"
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -189,11 +189,37 @@ def run_plan(plan: str | Path, out_dir: str | Path | None = None, only: list[str
         if collapsed:
             log.warning("%s: cells %s printed to stderr; their output is collapsed in the book "
                         "(route logs to a file with localign.notebook.setup)", entry.output, collapsed)
-        timings[entry.output] = round(time.time() - t0, 1)
-        log.info("%s done in %.0f s", entry.output, timings[entry.output])
+        seconds = round(time.time() - t0, 1)
+        record_timing(out_dir, entry, seconds, plan_label)
+        log.info("%s done in %.0f s", entry.output, seconds)
         written.append(target)
-    (out_dir / "timings.json").write_text(json.dumps(timings, indent=2))
     return written
+
+
+TIMINGS_FILE = "timings.json"
+
+
+def record_timing(out_dir: Path, entry: PlanEntry, seconds: float, plan_label: str) -> Path:
+    """Add one chapter's wall time to ``<out_dir>/timings.json`` (written after every chapter, so an
+    ``--only`` rerun keeps the others' times and a later chapter, the reproduction page, reads them)."""
+    from datetime import datetime, timezone
+
+    path = out_dir / TIMINGS_FILE
+    try:
+        timings = json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:
+        log.warning("%s is not valid JSON: starting it afresh", path)
+        timings = {}
+    # the old flat {output: seconds} form is dropped; a rerun chapter moves to the end (the file lists the order they ran)
+    timings = {k: v for k, v in timings.items() if isinstance(v, dict) and k != entry.output}
+    timings[entry.output] = {"notebook": entry.notebook, "seconds": seconds, "plan": plan_label,
+                             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                             # the machine's load when the chapter ended: wall times mean little on a busy machine
+                             "load_1min": round(os.getloadavg()[0], 2)}
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(timings, indent=2))
+    tmp.replace(path)
+    return path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

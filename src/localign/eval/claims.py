@@ -98,3 +98,19 @@ def read_claims(paths: Sequence[str | Path]) -> pd.DataFrame:
             raise ValueError(f"{path}: columns {missing} missing")
         frames.append(frame[list(CLAIM_COLUMNS)])
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(CLAIM_COLUMNS))
+
+
+def claims_display(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """The claims table as a reader sees it: one row per claim, by paper, with the two means, the
+    difference and its 95 % CI in one cell, the repetitions and the verdict."""
+    def number(x: float) -> str:
+        return "n/a" if not math.isfinite(x) else f"{x:.{digits}g}"
+
+    rows = []
+    for _, r in table.iterrows():
+        ci = "" if not (math.isfinite(r["ci_low"]) and math.isfinite(r["ci_high"])) else f" [{number(r['ci_low'])}, {number(r['ci_high'])}]"
+        rows.append({"paper": r["paper"], "claim": r["claim"], "measure": r["measure"],
+                     "a": f"{r['a']}: {number(r['mean_a'])} (n={int(r['n_a'])})",
+                     "b": f"{r['b']}: {number(r['mean_b'])} (n={int(r['n_b'])})",
+                     "difference [95 % CI]": number(r["difference"]) + ci, "verdict": r["verdict"], "chapter": r["chapter"]})
+    return pd.DataFrame(rows, columns=["paper", "claim", "measure", "a", "b", "difference [95 % CI]", "verdict", "chapter"])
