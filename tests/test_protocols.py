@@ -245,6 +245,14 @@ def test_probe_is_deterministic_given_seeds(evaluation, run_dir):
     merged = first.merge(again, on=list(TIDY_KEY), suffixes=("", "_again"))
     assert len(merged) == len(first)
     assert np.allclose(merged["value"], merged["value_again"], equal_nan=True)
+    # the probe's own seeds replace the evaluation's for the probe alone, with the same values per seed
+    own = evaluate_runs([run_dir], tasks="probe", fractions=(0.5,), seeds=(0,), baselines=(), progress=False,
+                        config=EvalConfig().with_overrides(**FAST, **{"probe.seeds": [1, 4]}))
+    assert sorted(own["seed"].unique()) == [1, 4]
+    same = own[own["seed"] == 1].merge(first, on=list(TIDY_KEY), suffixes=("", "_first"))
+    assert len(same) == len(first) and np.allclose(same["value"], same["value_first"], equal_nan=True)
+    with pytest.raises(ValueError, match="ProbeConfig.seeds"):
+        EvalConfig().with_overrides(**{"probe.seeds": [1, 1]})
 
 
 # --------------------------------------------------------------------------------------------------

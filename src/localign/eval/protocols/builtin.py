@@ -48,7 +48,8 @@ _VIZ = "localign.viz.evaluation"
 def run_probe(ctx: TaskContext) -> list[ProtocolResult]:
     cfg = ctx.config
     table = pathology_table(ctx.prepared, cfg.labels, cfg.blank)
-    return linear_probe_protocol(ctx.encoder, ctx.prep, table, cfg.labels, fractions=cfg.fractions, seeds=cfg.seeds,
+    seeds = cfg.probe.seeds if cfg.probe.seeds is not None else cfg.seeds
+    return linear_probe_protocol(ctx.encoder, ctx.prep, table, cfg.labels, fractions=cfg.fractions, seeds=seeds,
                                  config=cfg.probe, stores=ctx.stores, batch_size=cfg.batch_size, device=ctx.device,
                                  progress=ctx.progress)
 
