@@ -332,3 +332,32 @@ def test_local_critic_without_gradients_and_in_float64() -> None:
     assert got.dtype == torch.float64 and torch.allclose(got, expected, atol=1e-12)
     a.requires_grad_()
     assert torch.autograd.gradcheck(lambda x: critic.pairwise_local(x, b).sum(), (a,))
+
+
+def test_region_selection_critic_is_a_bound_where_eq5_is_biased_upwards():
+    """A sharp critic that knows nothing: Eq. 5's max over per-region estimates reports MI on
+    shuffled pairs; pooling each image's best region first (selection "critic") does not."""
+    import math
+
+    from localign.losses import local_mi_objective
+
+    gen = torch.Generator().manual_seed(0)
+    b, n, m = 16, 16, 4
+    mask = torch.ones(b, m, dtype=torch.bool)
+    biased, pooled = [], []
+    for _ in range(20):
+        scores = 3.0 * torch.randn(b, b, n, m, generator=gen)  # independent of the pairing
+        biased.append(float(local_mi_objective(scores, mask, "cpc")) / m)
+        pooled.append(float(local_mi_objective(scores, mask, "cpc", region_selection="critic")) / m)
+    assert sum(biased) / 20 > 0.6 * math.log(b)  # 1.8 of log 16 = 2.8 nats per sentence, from nothing
+    assert sum(pooled) / 20 < 0.0  # a bound: below the true 0
+    # a critic that does know the pairing: both selections find it, and "critic" is exactly CPC of the pooled scores
+    scores = torch.randn(b, b, n, m, generator=gen)
+    scores[torch.arange(b), torch.arange(b), 3] += 10.0
+    est, region = local_mi_objective(scores, mask, "cpc", region_selection="critic", return_argmax=True)
+    assert (region == 3).all()
+    g = scores.amax(dim=2)  # [B, B, M]
+    by_hand = sum((g[j, j] - torch.logsumexp(g[:, j], dim=0) + math.log(b)).sum() for j in range(b)) / b
+    torch.testing.assert_close(est, by_hand)
+    with pytest.raises(ValueError, match="region_selection"):
+        local_mi_objective(scores, mask, "cpc", region_selection="best")

@@ -31,6 +31,8 @@ from localign.losses.contrastive import check_bool_mask, check_rank
 
 GLOBAL_ESTIMATORS = ("cpc", "mine", "repo_infonce")
 LOCAL_ESTIMATORS = ("cpc", "mine")
+#: how the local objective picks a sentence's region (see :func:`local_mi_objective`)
+REGION_SELECTIONS = ("estimate", "critic")
 
 
 def mine_lower_bound(scores_joint: Tensor, scores_marginal: Tensor) -> Tensor:
@@ -152,6 +154,7 @@ def local_mi_objective(
     estimator: str = "cpc",
     negative_mask: Tensor | None = None,
     return_argmax: bool = False,
+    region_selection: str = "estimate",
 ) -> Tensor | tuple[Tensor, Tensor]:
     """The paper's local objective (Eq. 5): per sentence, the best-matching image region.
 
@@ -175,8 +178,16 @@ def local_mi_objective(
     :param negative_mask: [B, B] bool over (image i, report j), False excludes image i as a
         candidate/marginal sample for report j (same study); the diagonal must be True
     :param return_argmax: also return the selected region per sentence
+    :param region_selection: ``"estimate"`` (Eq. 5 as written: the max over regions of the
+        per-region estimates) or ``"critic"``: every image, joint or marginal, is scored by its own
+        best region, ``g(i, j, m) = max_n scores[i, j, n, m]``, and the estimator runs on ``g``.
+        ``"estimate"`` selects with the joint sample: the max of N noisy per-region estimates is
+        biased upwards, towards ``log B`` per sentence for a sharp critic that knows nothing (on
+        shuffled pairs as on true ones). ``g`` is a critic of (image, sentence) like any other, so
+        ``"critic"`` keeps the estimate a bound: it is at most 0 in expectation on shuffled pairs.
     :return: [] the MI estimate in nats (to maximise); with ``return_argmax`` also
-        [B, M] int64 region index per (report, sentence), −1 for padded sentences
+        [B, M] int64 region index per (report, sentence), −1 for padded sentences (``"critic"``:
+        the joint image's best region)
     """
     check_rank("scores", scores, 4, "[B, B, N, M]")
     batch, batch_reports, _, num_sentences = scores.shape
@@ -185,10 +196,19 @@ def local_mi_objective(
     check_bool_mask("sentence_mask", sentence_mask, (batch, num_sentences))
     if estimator not in LOCAL_ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; expected one of {LOCAL_ESTIMATORS}")
+    if region_selection not in REGION_SELECTIONS:
+        raise ValueError(f"unknown region_selection {region_selection!r}; expected one of {REGION_SELECTIONS}")
     candidates = _candidate_mask(negative_mask, batch, scores.device)
 
     real = sentence_mask[None, :, None, :]
     scores = torch.where(real, scores, torch.zeros((), dtype=scores.dtype, device=scores.device))
+    if region_selection == "critic":
+        pooled, region = scores.max(dim=2, keepdim=True)  # [B(i), B(j), 1, M]: each image's own best region
+        estimate = local_mi_objective(pooled, sentence_mask, estimator, negative_mask)
+        if return_argmax:
+            best_region = region.squeeze(2).diagonal(dim1=0, dim2=1).transpose(0, 1)  # [B(j), M]
+            return estimate, best_region.masked_fill(~sentence_mask, -1)
+        return estimate
     joint = scores.diagonal(dim1=0, dim2=1).permute(2, 0, 1)  # [B(j), N, M]
 
     if estimator == "cpc":

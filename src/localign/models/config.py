@@ -101,6 +101,7 @@ class MILossConfig:
     text_feature: str = "cls"  # cls (paper) | pooler (repository: tanh(W h_CLS))
     critic_hidden: tuple[int, ...] = (1024, 512)  # paper/repository: 1024 -> 512 -> 1
     exclude_same_study: bool = True  # repository: skip shuffled pairs from the same study
+    region_selection: str = "estimate"  # local: estimate (Eq. 5: max over the per-region estimates) | critic (each image's best region)
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,8 @@ class MutualInformation(PretrainModel):
             sentences = gather_with_grad(pad_to_global_max(z_rep.local, dim=1))
             mask = gather_with_grad(pad_to_global_max(z_rep.local_mask.float(), dim=1)).bool()
             scores = self.critic.pairwise_local(regions, sentences, mask)
-            mi = local_mi_objective(scores, mask, estimator=loss.estimator, negative_mask=self._negative_mask(study_ids, regions.shape[0], regions.device))
+            mi = local_mi_objective(scores, mask, estimator=loss.estimator, negative_mask=self._negative_mask(study_ids, regions.shape[0], regions.device),
+                                    region_selection=loss.region_selection)
         return PretrainOutput(loss=-mi, terms={f"mi_{loss.estimator}": mi.detach()})
 
     # --- retrieval and grounding -----------------------------------------------------------------
