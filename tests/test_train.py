@@ -112,7 +112,7 @@ def test_run_folder_contents(lovt_run):
     assert set(metrics.columns) == {"step", "epoch", "phase", "name", "value"}
     val = metrics[metrics["phase"] == "val"]
     assert set(val["epoch"]) == {0, 1}
-    for name in ("val/loss", "val/i2t_R@1", "val/t2i_R@10", "val/r_sum", "val/local_image_z2att"):
+    for name in ("val/loss", "val/loss_shuffled", "val/i2t_R@1", "val/t2i_R@10", "val/r_sum", "val/local_image_z2att", "val/local_image_z2att_shuffled"):
         assert name in set(val["name"]), name
     train = metrics[metrics["phase"] == "train"]
     assert {"loss", "samples_per_s", "lr/heads", "grad_norm"} <= set(train["name"])
@@ -256,3 +256,27 @@ def test_torchrun_two_cpu_processes(tiny_prepared, tmp_path):
     assert summary["world_size"] == 2 and summary["steps"] == 2 and summary["batch_size"] == 8
     assert proc.stdout.count("run folder:") == 1  # rank 1 prints and writes nothing
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.pt", "last.pt"]
+
+
+def test_validation_loss_on_shuffled_pairs_rolls_the_images_by_one():
+    from torch import nn
+
+    from localign.data.pretrain import Batch
+    from localign.data.text import TextBatch
+    from localign.models.methods.base import PretrainOutput
+    from localign.train.validation import evaluate_loss
+
+    class PairScore(nn.Module):
+        """loss = -mean_k image_k * report_k: lowest for the true pairing of this planted batch."""
+
+        def forward(self, images, text, study_ids=None):
+            score = (images.flatten(1)[:, 0] * text.input_ids[:, 0].float()).mean()
+            return PretrainOutput(loss=-score, terms={"score": score.detach()})
+
+    values = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    text = TextBatch("joint", values.long()[:, None], torch.ones(4, 1, dtype=torch.long), torch.ones(4, 1, dtype=torch.bool))
+    batch = Batch(values[:, None, None, None].expand(4, 1, 2, 2).clone(), text, torch.arange(4), torch.arange(4), torch.arange(4))
+    out = evaluate_loss(PairScore(), [batch], torch.device("cpu"))
+    assert out["loss"] == pytest.approx(-(1 + 4 + 9 + 16) / 4)
+    assert out["loss_shuffled"] == pytest.approx(-(4 * 1 + 1 * 2 + 2 * 3 + 3 * 4) / 4)  # image k-1 meets report k
+    assert out["score_shuffled"] == pytest.approx(-out["loss_shuffled"])

@@ -62,18 +62,30 @@ def evaluate_feature_rank(model: PretrainModel, loader: DataLoader, device: torc
 
 @torch.no_grad()
 def evaluate_loss(model: PretrainModel, loader: DataLoader, device: torch.device, autocast=contextlib.nullcontext) -> dict[str, float]:
-    """Mean objective over the loader's batches (eval mode, no augmentation), weighted by batch size."""
+    """Mean objective over the loader's batches (eval mode, no augmentation), weighted by batch size.
+
+    Also the same objective on **shuffled pairs** (``loss_shuffled`` and ``<term>_shuffled``): each
+    batch's images rolled by one position, so that no image meets its own report (and no study
+    exclusion applies). A method that learned the pairing scores its true pairs better than the
+    shuffled ones; an objective that reports the same value for both measures something else (local
+    MI's Eq. 5: see :func:`localign.losses.local_mi_objective`'s ``region_selection``).
+    """
     model.eval()
     sums: dict[str, float] = defaultdict(float)
     n = 0
     with D.no_gather():
         for batch in loader:
             batch = batch.to(device)
+            b = len(batch)
             with autocast():
                 out = model(batch.images, batch.text, batch.study_ids)
-            b = len(batch)
+                shuffled = model(batch.images.roll(1, dims=0), batch.text, None) if b > 1 else None
             sums["loss"] += float(out.loss) * b
             for k, v in out.terms.items():
                 sums[k] += float(v) * b
+            if shuffled is not None:
+                sums["loss_shuffled"] += float(shuffled.loss) * b
+                for k, v in shuffled.terms.items():
+                    sums[f"{k}_shuffled"] += float(v) * b
             n += b
     return {k: v / max(n, 1) for k, v in sums.items()}

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 def plot_training_curves(history: pd.DataFrame, title: str = "", chance_r1: float | None = None) -> Figure:
     """Four panels from a run's ``metrics.csv`` (long format: step, epoch, phase, name, value).
 
-    1: training loss per logged step and validation loss per epoch. 2: validation R@1/5/10
+    1: training loss per logged step and validation loss per epoch, next to the validation loss on
+    shuffled pairs (a method that learned the pairing stays below it). 2: validation R@1/5/10
     (image→report solid, report→image dashed), with the chance levels of R@1 and R@10 if given.
     3: the effective rank of the exported backbone features per epoch (principal components holding
     99 % of the variance of the standardised pooled validation features), below its bound
@@ -33,6 +34,9 @@ def plot_training_curves(history: pd.DataFrame, title: str = "", chance_r1: floa
     ax.plot(t["step"], t["value"], label="train", lw=1)
     v = val[val["name"] == "val/loss"]
     ax.plot(v["step"], v["value"], "o-", label="validation")
+    v = val[val["name"] == "val/loss_shuffled"]
+    if len(v):  # the control: the same objective with every validation pair broken
+        ax.plot(v["step"], v["value"], "x:", color="grey", label="validation, shuffled pairs")
     ax.set(xlabel="optimizer step", ylabel="loss", title="objective")
     ax.legend()
     ax = axes[1]
