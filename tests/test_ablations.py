@@ -271,3 +271,37 @@ def test_mi_grid_and_cnr_pairs_figures():
     assert "67 % of 2 phrases" not in fig.axes[0].get_title() and "of 2 phrases" in fig.axes[0].get_title()
     with pytest.raises(ValueError, match="no phrase"):
         V.plot_phrase_cnr_pairs(a.iloc[:1], b.iloc[1:2])
+
+
+# --------------------------------------------------------------------------------------------------
+# twins, cells, rank agreement
+# --------------------------------------------------------------------------------------------------
+def test_recipe_twins_demo_recipe_erases_the_plateau_schedule():
+    twins = A.recipe_twins(["lovt", "lovt_no_local", "lovt_plateau", "convirt", "convirt_cosine"], "demo", {"epochs": 1})
+    # the demo recipe's linear schedule and learning rate replace lovt_plateau's; convirt_cosine keeps its patience
+    assert twins == {"lovt_plateau": "lovt"}
+    assert A.recipe_twins(["lovt", "lovt_plateau"], "paper") == {}
+
+
+def test_relabel_twins():
+    r = lovt_results()
+    r = r[r["method"] != "lovt_plateau"]
+    out = A.relabel_twins(r, {"lovt_plateau": "lovt"})
+    a = out[out["method"] == "lovt_plateau"].drop(columns=["run", "method"]).reset_index(drop=True)
+    b = out[out["method"] == "lovt"].drop(columns=["run", "method"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+    assert set(out.loc[out["method"] == "lovt_plateau", "run"]) == {"lovt_plateau"}
+    with pytest.raises(ValueError, match="clip"):
+        A.relabel_twins(r, {"convirt_cosine": "clip"})
+
+
+def test_summary_cell_and_rank_agreement():
+    s = A.measure_summary(lovt_results(), ["lovt", "convirt", "lovt_no_local", "lovt_plateau"], A.lovt_measures())
+    assert A.summary_cell(s, "lovt", "Dice 10 % (%)") == f"60.0 ± {100 * CI3:.1f}"
+    assert A.summary_cell(s, "clip", "Dice 10 % (%)") == "n/a"
+    # Dice: lovt 60 > no_local 40 > convirt 30; paper: lovt 17.9 > no_local 17.4 > convirt 14.8 -> rho = 1
+    rho, n = A.rank_agreement(s, A.lovt_paper(), "Dice 10 % (%)")
+    assert (rho, n) == (pytest.approx(1.0), 3)
+    paper = pd.DataFrame({"preset": ["lovt", "convirt", "lovt_no_local"], "value": [1.0, 3.0, 2.0]})
+    assert A.rank_agreement(s, paper, "Dice 10 % (%)")[0] == pytest.approx(-1.0)
+    assert math.isnan(A.rank_agreement(s, paper.iloc[:2], "Dice 10 % (%)")[0])

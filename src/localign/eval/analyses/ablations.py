@@ -103,6 +103,54 @@ def preset_descriptions(presets: Sequence[str]) -> pd.DataFrame:
                          "description": [get_method(p).description for p in presets]})
 
 
+def _training_settings(preset: str, recipe: str, train: Mapping[str, Any]) -> dict[str, Any]:
+    from localign.config import config_to_dict
+    from localign.train import make_train_config
+    from localign.train.config import resolve_method
+    from localign.train.reuse import NOT_RESULT_SETTINGS
+
+    config = make_train_config(method=preset, recipe=recipe, out="-", **dict(train))
+    method = {k: v for k, v in config_to_dict(resolve_method(config)).items() if k not in ("name", "description", "reference")}
+    run = {k: v for k, v in config_to_dict(config).items() if k not in (*NOT_RESULT_SETTINGS, "method")}
+    return json.loads(json.dumps({"method": method, "train": run}, default=str))
+
+
+def recipe_twins(presets: Sequence[str], recipe: str = "demo", train: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Presets whose training ``recipe`` (with ``train``) makes identical to an earlier preset's, ``{preset: twin}``.
+
+    A recipe's overrides can erase what distinguishes a preset: the demo recipe's schedule and
+    learning rate replace ``lovt_plateau``'s ReduceLROnPlateau at 3e-5, which leaves exactly
+    ``lovt``. Two presets are twins when every setting that can change a result (the resolved
+    method but its name, description and reference, and the run settings but those of
+    :data:`~localign.train.reuse.NOT_RESULT_SETTINGS`) is equal; the twin is the first such preset.
+    """
+    presets = check_presets(presets)
+    seen: dict[str, str] = {}
+    twins: dict[str, str] = {}
+    for preset in presets:
+        key = json.dumps(_training_settings(preset, recipe, train or {}), sort_keys=True)
+        if key in seen:
+            twins[preset] = seen[key]
+        else:
+            seen[key] = preset
+    return twins
+
+
+def relabel_twins(results: pd.DataFrame, twins: Mapping[str, str]) -> pd.DataFrame:
+    """The rows of each twin's run copied under the preset's own name (``run`` and ``method``), for presets that were
+    not trained because :func:`recipe_twins` found an identical earlier training; ``attrs`` are kept."""
+    t = _check_results(results)
+    parts = [t]
+    for preset, twin in twins.items():
+        rows = t[t["method"] == twin]
+        if rows.empty:
+            raise ValueError(f"twins: {preset}'s twin {twin!r} has no rows in the results")
+        parts.append(rows.assign(run=preset, method=preset))
+    out = validate_tidy(pd.concat(parts, ignore_index=True))
+    out.attrs = dict(results.attrs)
+    return out
+
+
 # --------------------------------------------------------------------------------------------------
 # runs and evaluation
 # --------------------------------------------------------------------------------------------------
@@ -166,21 +214,39 @@ def ensure_and_evaluate(presets: Sequence[str], runs_root: str | Path, tasks: Se
                         data_root: str | Path | None = None, seed: int = 0, device: str = "auto",
                         train: Mapping[str, Any] | None = None, fractions: Sequence[float] = (1.0,),
                         seeds: Sequence[int] = (0, 1, 2), baselines: Sequence[str] = (), config=None,
-                        out: str | Path | None = None, progress: bool = False) -> PartResult:
+                        out: str | Path | None = None, share_twins: bool = False, progress: bool = False) -> PartResult:
     """Ensure the runs of ``presets`` (:func:`ensure_preset_runs`) and evaluate them on ``tasks``.
 
     :param config: an :class:`~localign.eval.protocols.EvalConfig` (with its overrides applied);
         ``tasks``, ``fractions``, ``seeds``, ``baselines`` and ``device`` given here override it.
     :param out: CSV of the tidy rows (``evaluate_runs`` writes its JSON and details beside it).
+    :param share_twins: train and evaluate a preset that :func:`recipe_twins` finds identical to an
+        earlier one only once; its rows are the twin's, relabelled (:func:`relabel_twins`), and its
+        training row names the twin (``twin`` column; ``run_dir`` the twin's folder).
     """
     from localign.eval.protocols import evaluate_runs
 
-    runs, training = ensure_preset_runs(presets, runs_root, recipe=recipe, data_root=data_root, seed=seed, device=device,
-                                        train=train, progress=progress)
+    presets = check_presets(presets)
+    twins = recipe_twins(presets, recipe, train) if share_twins else {}
+    runs, training = ensure_preset_runs([p for p in presets if p not in twins], runs_root, recipe=recipe, data_root=data_root,
+                                        seed=seed, device=device, train=train, progress=progress)
     t0 = time.perf_counter()
     results = evaluate_runs(list(runs.values()), tasks=list(tasks), fractions=list(fractions), seeds=list(seeds),
-                            baselines=list(baselines), data=data_root, device=device, config=config, out=out, progress=progress)
-    return PartResult(results, runs, training, time.perf_counter() - t0, None if out is None else Path(out))
+                            baselines=list(baselines), data=data_root, device=device, config=config, out=out,
+                            progress=progress)
+    if twins:
+        results = relabel_twins(results, twins)
+        if out is not None:  # the relabelled rows; the JSON and details beside it are those of the runs evaluated
+            results.to_csv(out, index=False)
+    seconds = time.perf_counter() - t0
+    training = training.assign(twin="")
+    extra = pd.DataFrame([{"preset": p, "run_dir": str(runs[t]), "trained": False, "seconds": 0.0, "twin": t} for p, t in twins.items()],
+                         columns=list(training.columns))
+    training = pd.concat([training, extra], ignore_index=True) if len(extra) else training
+    order = {p: i for i, p in enumerate(presets)}
+    training = training.sort_values("preset", key=lambda c: c.map(order)).reset_index(drop=True)
+    runs.update({p: runs[t] for p, t in twins.items()})
+    return PartResult(results, {p: runs[p] for p in presets}, training, seconds, None if out is None else Path(out), {"twins": twins})
 
 
 def part_timings(parts: Mapping[str, PartResult]) -> pd.DataFrame:
@@ -262,6 +328,31 @@ def measure_summary(results: pd.DataFrame, presets: Sequence[str], measures: Seq
             rows.append({"preset": preset, "row": preset_label(preset), "measure": m.label, "mean": mean * m.scale,
                          "ci95": ci * m.scale, "n": int(v.size)})
     return pd.DataFrame(rows, columns=["preset", "row", "measure", "mean", "ci95", "n"])
+
+
+def summary_cell(summary: pd.DataFrame, preset: str, measure: str, digits: int = 1) -> str:
+    """One cell of :func:`measure_summary` as text, ``"mean ± ci"`` (``"n/a"`` when the preset or measure is absent)."""
+    g = summary[(summary["preset"] == preset) & (summary["measure"] == measure)]
+    if g.empty:
+        return "n/a"
+    return format_mean_ci(float(g["mean"].iloc[0]), float(g["ci95"].iloc[0]), 1.0, digits)
+
+
+def rank_agreement(summary: pd.DataFrame, paper: pd.DataFrame, measure: str) -> tuple[float, int]:
+    """Spearman's rank correlation between our ``measure`` and the paper's value over the presets both have.
+
+    Ranks are average ranks of ties (pandas ``rank``); the correlation is Pearson's of the ranks.
+    :return: ``(rho, n)``; ``rho`` is NaN with fewer than 3 shared presets or a constant column.
+    """
+    ours = summary[summary["measure"] == measure].set_index("preset")["mean"]
+    theirs = paper.drop_duplicates("preset").set_index("preset")["value"]
+    both = pd.concat([ours.rename("ours"), theirs.rename("paper")], axis=1, join="inner").dropna()
+    if len(both) < 3:
+        return math.nan, int(len(both))
+    r = both.rank()
+    if r["ours"].std() == 0 or r["paper"].std() == 0:
+        return math.nan, int(len(both))
+    return float(np.corrcoef(r["ours"], r["paper"])[0, 1]), int(len(both))
 
 
 # --------------------------------------------------------------------------------------------------
