@@ -275,11 +275,14 @@ def _check_present(results: pd.DataFrame, presets: Sequence[str]) -> None:
         raise ValueError(f"presets: {missing} have no rows in the results (methods there: {sorted(have)})")
 
 
-def seed_values(results: pd.DataFrame, method: str, task: str, metric: str | Sequence[str], fraction: float = 1.0) -> pd.Series:
+def seed_values(results: pd.DataFrame, method: str, task: str, metric: str | Sequence[str], fraction: float = 1.0,
+                run: str | None = None) -> pd.Series:
     """The per-seed values of one method's metric (several metrics: their mean per seed).
 
     :param metric: one metric, or several whose per-seed mean is taken (e.g. the three
         EdemaSeverity AUCs); a seed missing any of them is left out.
+    :param run: only this run's rows (needed when the method has several, e.g. one supervised
+        baseline per distinct encoder configuration).
     :return: a Series indexed by seed (sorted), NaN values dropped; empty when nothing matches.
     """
     t = _check_results(results)
@@ -287,8 +290,10 @@ def seed_values(results: pd.DataFrame, method: str, task: str, metric: str | Seq
     if not metrics:
         raise ValueError("metric: no metric given")
     rows = t[(t["method"] == method) & (t["task"] == task) & t["metric"].isin(metrics) & np.isclose(t["fraction"], fraction)]
+    if run is not None:
+        rows = rows[rows["run"] == run]
     if rows["run"].nunique() > 1:
-        raise ValueError(f"{method} / {task}: rows of several runs {sorted(rows['run'].unique())}; pass the rows of one run")
+        raise ValueError(f"{method} / {task}: rows of several runs {sorted(rows['run'].unique())}; pass run=")
     wide = rows.pivot_table(index="seed", columns="metric", values="value", aggfunc="first").reindex(columns=metrics)
     return wide.dropna().mean(axis=1).sort_index().rename(f"{method}:{task}")
 
@@ -444,6 +449,15 @@ def _liao_metrics(kind: str) -> tuple[str, ...]:
     return tuple(EDEMA_THRESHOLD_NAMES) if kind == "edema" else tuple(layout.PATHOLOGY9)
 
 
+def _baseline_runs(t: pd.DataFrame) -> dict[str, str]:
+    """``{run: label}`` of the supervised baseline: ``image-only``, or ``image-only <run>`` for each of several
+    (the runner builds one per distinct encoder configuration, e.g. global MI's 2×2 pooling and local MI's average)."""
+    runs = sorted(set(t.loc[t["method"] == SUPERVISED, "run"]))
+    if not runs:
+        raise ValueError(f"baseline: no {SUPERVISED} rows in the results (evaluate with baselines=['supervised'] or pass baseline=False)")
+    return {r: "image-only" if len(runs) == 1 else f"image-only {r}" for r in runs}
+
+
 def liao_table(results: pd.DataFrame, kind: str = "edema", presets: Sequence[str] = LIAO_PRESETS, baseline: bool = True,
                published: pd.DataFrame | None = None, data_label: str = "SynthCXR", digits: int = 1) -> pd.DataFrame:
     """Liao et al. Table 2 (``kind="edema"``: the three ordinal AUCs) or Table 3 (``"pathology9"``: per finding), ours beside the paper's.
@@ -471,10 +485,10 @@ def liao_table(results: pd.DataFrame, kind: str = "edema", presets: Sequence[str
         published = load_published("liao", spec["table"])
     ours_label, paper_label = f"ours: {data_label}", "paper: MIMIC-CXR"
 
-    def ours_row(method: str, task: str, level: str, critic: str, encoder: str) -> dict:
+    def ours_row(method: str, task: str, level: str, critic: str, encoder: str, run: str | None = None) -> dict:
         row = {"level": level, "critic": critic, "encoder": encoder, "source": ours_label}
         for m in (*metrics, summary):
-            v = seed_values(t, method, task, m).to_numpy(float)
+            v = seed_values(t, method, task, m, run=run).to_numpy(float)
             mean, ci = mean_ci95(v) if v.size else (math.nan, math.nan)
             row[m] = format_mean_ci(mean, ci, 100.0, digits)
         return row
@@ -495,10 +509,10 @@ def liao_table(results: pd.DataFrame, kind: str = "edema", presets: Sequence[str
             rows.append(ours_row(preset, task, _MI_LEVEL[preset], _MI_CRITIC[preset], encoder))
             rows.append(paper_row(preset, task, _MI_LEVEL[preset], _MI_CRITIC[preset], encoder))
     if baseline:
-        if SUPERVISED not in set(t["method"]):
-            raise ValueError(f"baseline: no {SUPERVISED} rows in the results (evaluate with baselines=['supervised'] or pass baseline=False)")
-        for task in spec["tasks"]:
-            rows.append(ours_row(SUPERVISED, task, "image-only", "—", task.rsplit("_", 1)[1]))
+        baseline_runs = _baseline_runs(t)
+        for run, label in baseline_runs.items():
+            for task in spec["tasks"]:
+                rows.append(ours_row(SUPERVISED, task, label, "—", task.rsplit("_", 1)[1], run))
         rows.append(paper_row("image_only_supervised", "supervised", "image-only", "—", "n/a (supervised)"))
     return pd.DataFrame(rows, columns=["level", "critic", "encoder", "source", *metrics, summary])
 
@@ -507,7 +521,8 @@ def liao_summary(results: pd.DataFrame, presets: Sequence[str] = LIAO_PRESETS, b
                  published: Mapping[str, pd.DataFrame] | None = None) -> pd.DataFrame:
     """The summary AUC (%) of both Liao tables for the figure: one row per (kind, preset, encoder, source).
 
-    :return: columns ``kind`` (edema / pathology9), ``preset``, ``encoder`` (frozen / tuned / n/a),
+    :return: columns ``kind`` (edema / pathology9), ``preset`` (the supervised baseline as
+        ``image-only``, or ``image-only <run>`` for each of several), ``encoder`` (frozen / tuned / n/a),
         ``source`` (ours / paper), ``mean``, ``ci95`` (NaN for the paper and for one seed), ``n``.
     """
     presets = check_presets(presets, LIAO_PRESETS)
@@ -522,17 +537,19 @@ def liao_summary(results: pd.DataFrame, presets: Sequence[str] = LIAO_PRESETS, b
             from localign.published import load_published
 
             pub = load_published("liao", spec["table"])
-        methods = [*presets, SUPERVISED] if baseline else list(presets)
-        for method in methods:
+        subjects = [(p, None, p) for p in presets]
+        if baseline:
+            subjects += [(SUPERVISED, run, label) for run, label in _baseline_runs(t).items()]
+        for method, run, name in subjects:
             for task in spec["tasks"]:
-                v = seed_values(t, method, task, spec["summary"]).to_numpy(float)
+                v = seed_values(t, method, task, spec["summary"], run=run).to_numpy(float)
                 mean, ci = mean_ci95(v) if v.size else (math.nan, math.nan)
-                rows.append({"kind": kind, "preset": method, "encoder": task.rsplit("_", 1)[1], "source": "ours",
+                rows.append({"kind": kind, "preset": name, "encoder": task.rsplit("_", 1)[1], "source": "ours",
                              "mean": 100 * mean, "ci95": 100 * ci, "n": int(v.size)})
                 paper_method, protocol = ("image_only_supervised", "supervised") if method == SUPERVISED else (method, task)
                 p = pub[(pub["method"] == paper_method) & (pub["protocol"] == protocol) & pub["metric"].isin(metrics)]
                 value = 100 * float(p["value"].mean()) if len(p) == len(metrics) else math.nan
-                rows.append({"kind": kind, "preset": method, "encoder": task.rsplit("_", 1)[1], "source": "paper",
+                rows.append({"kind": kind, "preset": name, "encoder": task.rsplit("_", 1)[1], "source": "paper",
                              "mean": value, "ci95": math.nan, "n": 0})
     return pd.DataFrame(rows, columns=["kind", "preset", "encoder", "source", "mean", "ci95", "n"])
 
