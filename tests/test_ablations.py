@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
+from localign import chapter_runs as C
 from localign.data import layout
 from localign.eval.analyses import ablations as A
 from localign.metrics import EDEMA_THRESHOLD_NAMES
@@ -80,9 +81,9 @@ def test_every_table_preset_is_registered_and_labelled():
 
 def test_ensure_preset_runs_rejects_reserved_train_keys(tmp_path):
     with pytest.raises(ValueError, match="method"):
-        A.ensure_preset_runs(["lovt"], tmp_path, train={"method": "clip"})
+        C.ensure_preset_runs(["lovt"], tmp_path, train={"method": "clip"})
     with pytest.raises(ValueError, match="unknown method"):
-        A.ensure_preset_runs(["nope"], tmp_path)
+        C.ensure_preset_runs(["nope"], tmp_path)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -255,8 +256,8 @@ def test_ablation_claims_without_results():
 
 def test_part_timings():
     training = pd.DataFrame({"preset": ["a", "b"], "run_dir": ["x", "y"], "trained": [True, False], "seconds": [60.0, 30.0]})
-    part = A.PartResult(tidy([]), {}, training, 120.0)
-    t = A.part_timings({"LoVT": part})
+    part = C.PartResult(tidy([]), {}, training, 120.0)
+    t = C.part_timings({"LoVT": part})
     assert t.iloc[0].to_dict() == {"part": "LoVT", "runs": 2, "trained": 1, "train_min": 1.5, "eval_min": 2.0, "total_min": 3.5}
 
 
@@ -292,10 +293,10 @@ def test_mi_grid_and_cnr_pairs_figures():
 # twins, cells, rank agreement
 # --------------------------------------------------------------------------------------------------
 def test_recipe_twins_demo_recipe_erases_the_plateau_schedule():
-    twins = A.recipe_twins(["lovt", "lovt_no_local", "lovt_plateau", "convirt", "convirt_cosine"], "demo", {"epochs": 1})
+    twins = C.recipe_twins(["lovt", "lovt_no_local", "lovt_plateau", "convirt", "convirt_cosine"], "demo", {"epochs": 1})
     # the demo recipe's linear schedule and learning rate replace lovt_plateau's; convirt_cosine keeps its patience
     assert twins == {"lovt_plateau": "lovt"}
-    assert A.recipe_twins(["lovt", "lovt_plateau"], "paper") == {}
+    assert C.recipe_twins(["lovt", "lovt_plateau"], "paper") == {}
 
 
 def test_relabel_twins():

@@ -29,7 +29,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     # figures present what training and evaluation produced
     ("viz", ("localign.viz",)),
     # the faces: CLIs, the report runner, notebooks helpers and the book check compose everything
-    ("faces", ("localign.report", "localign.reproduction", "localign.notebook", "localign.book_check", "localign.cli", "*.cli")),
+    ("faces", ("localign.report", "localign.reproduction", "localign.chapter_runs", "localign.notebook", "localign.book_check", "localign.cli", "*.cli")),
 )
 
 #: eval/ imports train/ only to read runs (the run folder's format, its checkpoints), and the
