@@ -190,15 +190,15 @@ def test_liao_summary_values():
 
 def test_liao_two_supervised_baselines_one_row_each():
     r = liao_results()
-    second = r[r["method"] == A.SUPERVISED].assign(run="-resnet18-1", value=lambda d: d["value"] - 0.1)
-    r = pd.concat([r.assign(run=r["run"].where(r["method"] != A.SUPERVISED, "-resnet18-0")), second], ignore_index=True)
+    second = r[r["method"] == A.SUPERVISED].assign(run="-encoder-of-local_mi_cpc", value=lambda d: d["value"] - 0.1)
+    r = pd.concat([r.assign(run=r["run"].where(r["method"] != A.SUPERVISED, "-encoder-of-global_mi_cpc")), second], ignore_index=True)
     t = A.liao_table(r, "edema", presets=["local_mi_cpc"])
     levels = list(t["level"])
-    assert levels[4:] == ["image-only -resnet18-0", "image-only -resnet18-0", "image-only -resnet18-1", "image-only -resnet18-1",
+    assert levels[4:] == ["image-only, encoder of global_mi_cpc", "image-only, encoder of global_mi_cpc", "image-only, encoder of local_mi_cpc", "image-only, encoder of local_mi_cpc",
                           "image-only"]
     assert t.iloc[6]["0 vs 1,2,3"] == f"60.0 ± {100 * CI3:.1f}"
     s = A.liao_summary(r, presets=["local_mi_cpc"])
-    assert {"image-only -resnet18-0", "image-only -resnet18-1"} <= set(s["preset"])
+    assert {"image-only, encoder of local_mi_cpc", "image-only, encoder of global_mi_cpc"} <= set(s["preset"])
     with pytest.raises(ValueError, match="pass run="):
         A.seed_values(r, A.SUPERVISED, "edema_tuned", "mean")
 

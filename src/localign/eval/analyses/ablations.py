@@ -316,7 +316,7 @@ def _baseline_runs(t: pd.DataFrame) -> dict[str, str]:
     runs = sorted(set(t.loc[t["method"] == SUPERVISED, "run"]))
     if not runs:
         raise ValueError(f"baseline: no {SUPERVISED} rows in the results (evaluate with baselines=['supervised'] or pass baseline=False)")
-    return {r: "image-only" if len(runs) == 1 else f"image-only {r}" for r in runs}
+    return {r: "image-only" if len(runs) == 1 else f"image-only, {r.lstrip('-').replace('-', ' ')}" for r in runs}
 
 
 def liao_table(results: pd.DataFrame, kind: str = "edema", presets: Sequence[str] = LIAO_PRESETS, baseline: bool = True,

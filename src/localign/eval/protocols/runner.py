@@ -237,8 +237,9 @@ def _baseline_subjects(runs: list[Subject], cfg: EvalConfig, stores: StoreCache,
                           "data": str(s.prepared.root)}, sort_keys=True)
         groups.setdefault(key, s)
     out = []
-    for i, template in enumerate(groups.values()):
-        label = "-" if len(groups) == 1 else f"-{template.encoder.config.arch}-{template.prep.input_size}px-{i}"
+    for template in groups.values():
+        # "-": no pretraining run; several groups are told apart by the first run whose encoder each copies
+        label = "-" if len(groups) == 1 else f"-encoder-of-{template.run}"
         for name in cfg.baselines:
             method = B.BASELINES[name]
             t0 = time.perf_counter()
