@@ -211,3 +211,29 @@ def plot_word_attention(image: Any, word: str, attention: Mapping[str, Any], mas
         ax.axis("off")
     fig.tight_layout()
     return _close(fig)
+
+
+def plot_chosen_region(image: Any, region: int, grid: tuple[int, int], mask: Any = None, title: str = "") -> Figure:
+    """One image with one region cell drawn (white), and a ground-truth mask outlined (lime) if given:
+    the region whose word weights a LIMITR supp. Fig. 1 panel shows.
+
+    :param image: [H, W].
+    :param region: row-major index into the (h, w) grid.
+    :param mask: [H, W] bool or None.
+    """
+    img = _image(image)
+    fig, ax = plt.subplots(figsize=(3.4, 3.6))
+    ax.imshow(img, cmap="gray")
+    if mask is not None:
+        m = np.asarray(mask).astype(bool)
+        if m.shape != img.shape:
+            raise ValueError(f"mask: shape {tuple(m.shape)} differs from image shape {tuple(img.shape)}")
+        _outline(ax, m)
+    x, y, bw, bh = cell_box(int(region), grid, img.shape)
+    ax.add_patch(Rectangle((x - 0.5, y - 0.5), bw, bh, fill=False, lw=2, ec=HIT_COLOR))
+    r, c = divmod(int(region), grid[1])
+    ax.set_title("\n".join(textwrap.wrap(title, 48)) + f"\nregion (row {r}, col {c}) of {grid[0]}×{grid[1]}" if title
+                 else f"region (row {r}, col {c}) of {grid[0]}×{grid[1]}", fontsize=8)
+    ax.axis("off")
+    fig.tight_layout()
+    return _close(fig)
