@@ -321,3 +321,88 @@ def test_word_attention_records_of_gloria_and_limitr(tiny_runs):
             np.testing.assert_allclose(rec["word_weights"][:n].sum(), 1.0, rtol=1e-4)
             shade = wm.word_shading(rec["words"], rec["region_to_word"][0][:n])
             assert shade["weight"].max() == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------------------------------
+# the models' read-only accessors: the quantities their training and retrieval compute
+# --------------------------------------------------------------------------------------------------
+
+ACCESSOR_REPORTS = [["Heart size is normal.", "There is a small left pleural effusion."], ["Right lower lobe consolidation."],
+                    ["Lungs are clear.", "No pneumothorax.", "Mild edema."]]
+
+
+def _accessor_batch(tokenizer, method):
+    from localign.data.text import SpecialTokens, collate_reports
+    from localign.data.tokenize import tokenize_sentences
+
+    ids = [tokenize_sentences(r, tokenizer, method.text_input.max_length) for r in ACCESSOR_REPORTS]
+    text = collate_reports(ids, method.text_input, SpecialTokens.from_tokenizer(tokenizer))
+    return torch.randn(len(ACCESSOR_REPORTS), 1, method.image.input_size, method.image.input_size), text
+
+
+def test_limitr_pair_attention_is_what_the_pair_scores_compute(tokenizer):
+    """S_cap and S_img of (image b, report b) equal the diagonals of pair_scores; α and β are distributions."""
+    from localign.models import build_model
+
+    from .helpers import tiny_method
+
+    torch.manual_seed(0)
+    model = build_model(tiny_method("limitr")).eval()
+    images, text = _accessor_batch(tokenizer, model.config)
+    with torch.no_grad():
+        out = model.pair_attention(images, text)
+        s_cap, s_img = model.pair_scores(model.encode_images(images), model.encode_reports(text))
+    torch.testing.assert_close(out["score_caption"], torch.diagonal(s_cap), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(out["score_image"], torch.diagonal(s_img), atol=1e-5, rtol=1e-4)
+    mask = out["word_mask"]
+    k = out["grid"][0] * out["grid"][1]
+    assert out["word_to_region"].shape == (3, mask.shape[1], k) and out["region_to_word"].shape == (3, k, mask.shape[1])
+    torch.testing.assert_close(out["word_to_region"].sum(-1), mask.float())  # α: each valid word over the regions
+    torch.testing.assert_close(out["region_to_word"].sum(-1), torch.ones(3, k))  # β: each region over the valid words
+    assert not out["region_to_word"].masked_select(~mask[:, None, :].expand(-1, k, -1)).any()
+    torch.testing.assert_close(out["word_weights"].sum(-1), torch.ones(3))
+    assert not out["word_weights"][~mask].any()
+
+
+def test_gloria_word_attention_is_the_training_losss_attention(tokenizer):
+    """GLoRIA's α of each image with its own report: gloria_local_scores' attn[b, b]."""
+    from localign.losses import gloria_local_scores
+    from localign.models import build_model
+
+    from .helpers import tiny_method
+
+    torch.manual_seed(0)
+    model = build_model(tiny_method("gloria")).eval()
+    images, text = _accessor_batch(tokenizer, model.config)
+    with torch.no_grad():
+        out = model.word_attention(images, text)
+        img, rep = model.encode_images(images), model.encode_reports(text)
+        _, attn = gloria_local_scores(rep.words, rep.word_mask, img.local, model.config.loss.temp1)
+    for b in range(3):
+        torch.testing.assert_close(out["attention"][b], attn[b, b], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(out["attention"].sum(-1), rep.word_mask.float())
+
+
+def test_local_mi_sentence_region_scores_are_the_critics_own_pair_scores(tokenizer):
+    """scores[b, m, k] = f(region k of image b, sentence m of report b); the mean over sentences of
+    the max over regions is the diagonal of the retrieval similarity."""
+    from localign.models import build_model
+
+    from .helpers import tiny_method
+
+    torch.manual_seed(0)
+    model = build_model(tiny_method("local_mi_cpc")).eval()
+    images, text = _accessor_batch(tokenizer, model.config)
+    with torch.no_grad():
+        out = model.sentence_region_scores(images, text)
+        img, rep = model.encode_images(images), model.encode_reports(text)
+        pairs = model.critic.pairwise_local(img.local, rep.local, rep.local_mask)  # [B, B, K, M]
+        sim = model.similarity(img, rep)
+    mask = out["sentence_mask"]
+    assert mask.sum(1).tolist() == [2, 1, 3]
+    for b in range(3):
+        torch.testing.assert_close(out["scores"][b][mask[b]], pairs[b, b].T[mask[b]], atol=1e-5, rtol=1e-4)
+    best = out["scores"].amax(-1)
+    torch.testing.assert_close((best * mask).sum(1) / mask.sum(1), torch.diagonal(sim), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="local MI"):
+        build_model(tiny_method("global_mi_cpc")).sentence_region_scores(images, text)
