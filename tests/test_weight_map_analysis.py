@@ -152,11 +152,11 @@ def test_attention_examples_takes_the_first_common_occurrence():
     cols = ["study_id", "slot", "word", "sentence"]
     tables = {"A": pd.DataFrame([[1, 2, "effusion", 0], [2, 5, "effusion", 1]], columns=cols),
               "B": pd.DataFrame([[2, 5, "effusion", 1]], columns=cols)}
-    rec = lambda sid: {"study_id": sid, "image": np.full((2, 2), sid), "att": np.arange(6 * 4).reshape(6, 4) + sid}  # noqa: E731
+    rec = lambda sid: {"study_id": sid, "image": np.full((2, 2), sid), "att": np.arange(6 * 4).reshape(6, 4) + sid, "grid": (2, 2)}  # noqa: E731
     records = {"A": [rec(1), rec(2)], "B": [rec(1), rec(2)]}
     out = wm.attention_examples(tables, records, {"A": "att", "B": "att"}, ["effusion", "opacity"])
     assert len(out) == 1 and out[0]["study_id"] == 2 and out[0]["slot"] == 5 and out[0]["sentence"] == 1
-    np.testing.assert_array_equal(out[0]["maps"]["A"], np.arange(20, 24) + 2)
+    np.testing.assert_array_equal(out[0]["maps"]["A"], (np.arange(20, 24) + 2).reshape(2, 2))  # row-major on the grid
     with pytest.raises(ValueError, match="same methods"):
         wm.attention_examples(tables, {"A": records["A"]}, {"A": "att", "B": "att"}, ["effusion"])
 
@@ -216,6 +216,104 @@ def test_lovt_weight_map_of_planted_weights():
     out = wm.lovt_weight_map(B())
     np.testing.assert_allclose(out["weight_map"], np.full((2, 2), 0.25))
     assert out["source"] == "uniform" and out["local_weights"] == "uniform"
+
+
+# --------------------------------------------------------------------------------------------------
+# over the test split: planted weights with known contrasts
+# --------------------------------------------------------------------------------------------------
+
+
+def _two_studies():
+    """Study 1: sentence 0 masks the top-left cell, sentence 1 none, sentence 2 the bottom row; study 2: no finding."""
+    m1 = np.zeros((3, 4, 4), bool)
+    m1[0, :2, :2] = True
+    m1[2, 2:, :] = True
+    s1 = wm.StudyMasks(1, ["Small effusion.", "No edema.", "Basal opacity."], np.arange(3), ["effusion", "", "opacity"], m1)
+    s2 = wm.StudyMasks(2, ["Lungs are clear."], np.arange(1), [""], np.zeros((1, 4, 4), bool))
+    return {1: s1, 2: s2}
+
+
+def test_region_weights_at_findings_and_the_finding_frequency():
+    masks = _two_studies()
+    weights = np.array([[0.4, 0.0, 0.3, 0.3], [0.25, 0.25, 0.25, 0.25]])
+    table = wm.region_weights_at_findings(weights, [1, 2], masks, (2, 2))
+    # study 2 has no finding: left out; study 1's union covers regions 0, 2, 3
+    assert table["study_id"].tolist() == [1] and table["n_findings"].tolist() == [2]
+    assert table["inside"].iloc[0] == pytest.approx(1 / 3) and table["outside"].iloc[0] == 0.0
+    assert table["mass"].iloc[0] == pytest.approx(1.0) and table["mass_chance"].iloc[0] == 0.75
+    with pytest.raises(ValueError, match="one row per study"):
+        wm.region_weights_at_findings(weights, [1], masks, (2, 2))
+    freq = wm.finding_cell_frequency(list(masks.values()), (2, 2))
+    np.testing.assert_allclose(freq, [[0.5, 0.0], [0.5, 0.5]])  # one of the two studies covers 0, 2, 3
+    with pytest.raises(ValueError, match="no study"):
+        wm.finding_cell_frequency([], (2, 2))
+
+
+def test_relative_weights():
+    np.testing.assert_allclose(wm.relative_weights([1.0, 3.0]), [0.5, 1.5])
+    np.testing.assert_allclose(wm.relative_weights(np.full(5, 0.2)), np.ones(5))  # uniform = 1
+    for bad in ([0.0, 0.0], [1.0, -1.0], [], [[1.0]]):
+        with pytest.raises(ValueError, match="weights"):
+            wm.relative_weights(bad)
+
+
+def _limitr_record():
+    # slots: [CLS], "small", "effusion", ".", "no", "edema", ".", "basal", "opacity", "."
+    words = ["[CLS]", "small", "effusion", ".", "no", "edema", ".", "basal", "opacity", "."]
+    word_sentence = np.array([-1, 0, 0, 0, 1, 1, 1, 2, 2, 2])
+    beta = np.full((4, 11), 0.0)  # 4 regions over 10 slots + 1 padded slot
+    beta[:, :10] = 0.1
+    beta[0, 1:4] = [0.2, 0.4, 0.3]  # region 0 (sentence 0's cell) attends to sentence 0
+    q = np.zeros(11)
+    q[:10] = [0.1, 0.1, 0.2, 0.1, 0.05, 0.05, 0.05, 0.1, 0.2, 0.05]
+    return {"study_id": 1, "words": words, "word_sentence": word_sentence, "region_to_word": beta, "word_weights": q}
+
+
+def test_limitr_region_word_table_of_planted_attention():
+    masks = _two_studies()
+    table = wm.limitr_region_word_table([_limitr_record()], masks, (2, 2))
+    # sentence 0: region 0; sentence 2 (bottom row): its best cell is region 2, which attends uniformly
+    assert table["sentence"].tolist() == [0, 2] and table["region"].tolist() == [0, 2] and table["n_words"].tolist() == [3, 3]
+    w0 = np.array([0.2, 0.4, 0.3, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1])
+    r0 = w0 / w0.mean()
+    assert table["sentence_words"].iloc[0] == pytest.approx(r0[:3].mean()) and table["other_words"].iloc[0] == pytest.approx(r0[3:].mean())
+    assert table["sentence_words"].iloc[1] == pytest.approx(1.0) and table["other_words"].iloc[1] == pytest.approx(1.0)
+    assert table["category"].tolist() == ["effusion", "opacity"]
+
+
+def test_limitr_aggregation_table_of_planted_weights():
+    masks = _two_studies()
+    rec = _limitr_record()
+    table = wm.limitr_aggregation_table([rec], masks)
+    q = np.array([0.1, 0.2, 0.1, 0.05, 0.05, 0.05, 0.1, 0.2, 0.05])  # without [CLS]
+    r = q / q.mean()
+    finding = np.array([1, 1, 1, 0, 0, 0, 1, 1, 1], bool)  # sentences 0 and 2 have masks
+    assert table["n_finding_words"].tolist() == [6] and table["n_other_words"].tolist() == [3]
+    assert table["finding"].iloc[0] == pytest.approx(r[finding].mean()) and table["other"].iloc[0] == pytest.approx(r[~finding].mean())
+    # a report whose words are all of one kind has nothing to compare
+    only = {**rec, "study_id": 2, "words": rec["words"][:4], "word_sentence": np.array([-1, 0, 0, 0])}
+    assert wm.limitr_aggregation_table([only], masks).empty
+
+
+def test_paired_claim_uses_the_ci_of_the_differences():
+    inside = [0.5, 0.6, 0.7, 0.55, np.nan]
+    outside = [0.4, 0.45, 0.5, 0.5, 0.1]  # the NaN pair is dropped
+    row = wm.paired_claim("07", "paper", "claim", "measure", "inside", inside, "outside", outside)
+    d = np.array([0.1, 0.15, 0.2, 0.05])
+    from localign.eval.stats import Z_95
+
+    half = Z_95 * d.std(ddof=1) / 2
+    assert row["n_a"] == row["n_b"] == 4 and row["mean_a"] == pytest.approx(0.5875) and row["mean_b"] == pytest.approx(0.4625)
+    assert row["difference"] == pytest.approx(d.mean()) and row["ci_low"] == pytest.approx(d.mean() - half, rel=1e-6)
+    assert row["verdict"] == "holds"
+    # the same numbers as two independent samples would not show it: the pairing is what carries the evidence
+    from localign.eval.claims import compare_claim
+
+    assert compare_claim("07", "p", "c", "m", "a", [1.0, 2.0, 3.0], "b", [0.9, 1.9, 2.9])["verdict"] == "not shown"
+    assert wm.paired_claim("07", "p", "c", "m", "a", [1.0, 2.0, 3.0], "b", [0.9, 1.9, 2.8])["verdict"] == "holds"
+    assert wm.paired_claim("07", "p", "c", "m", "a", [1.0, 2.0], "b", [1.1, 2.2])["verdict"] == "contradicted"
+    with pytest.raises(ValueError, match="pairs"):
+        wm.paired_claim("07", "p", "c", "m", "a", [1.0, 2.0], "b", [1.0])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -321,6 +419,11 @@ def test_word_attention_records_of_gloria_and_limitr(tiny_runs):
             np.testing.assert_allclose(rec["word_weights"][:n].sum(), 1.0, rtol=1e-4)
             shade = wm.word_shading(rec["words"], rec["region_to_word"][0][:n])
             assert shade["weight"].max() == pytest.approx(1.0)
+            region_words = wm.limitr_region_word_table(records, masks, records[0]["grid"])
+            n_finding = sum(int(masks[r["study_id"]].has_mask.sum()) for r in records)
+            assert 0 < len(region_words) <= n_finding and (region_words["sentence_words"] > 0).all()
+            aggregation = wm.limitr_aggregation_table(records, masks)
+            assert set(aggregation["study_id"]) <= {r["study_id"] for r in records} and (aggregation["finding"] > 0).all()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -237,3 +237,33 @@ def plot_chosen_region(image: Any, region: int, grid: tuple[int, int], mask: Any
     ax.axis("off")
     fig.tight_layout()
     return _close(fig)
+
+
+def plot_weights_beside_findings(mean_image: Any, weight_map: Any, finding_frequency: Any,
+                                 title: str = "LoVT: mean region weights over the test set", alpha: float = 0.55) -> Figure:
+    """LoVT Fig. 5 beside where SynthCXR's findings are: the mean region-weight map over the mean
+    image (left, as :func:`plot_mean_weight_map`) and the share of test images whose finding masks
+    cover each cell (right), so that the weights can be read against the findings they should find.
+
+    :param mean_image: [H, W].
+    :param weight_map: [h, w] mean region weights.
+    :param finding_frequency: [h, w] in [0, 1] (:func:`~localign.eval.analyses.weight_maps.finding_cell_frequency`).
+    """
+    img = _image(mean_image)
+    weights = np.asarray(weight_map, dtype=float)
+    freq = np.asarray(finding_frequency, dtype=float)
+    if weights.ndim != 2 or freq.shape != weights.shape:
+        raise ValueError(f"weight_map and finding_frequency: expected two [h, w] maps of one grid, got {weights.shape} and {freq.shape}")
+    k = weights.size
+    fig, axes = plt.subplots(1, 2, figsize=(9.4, 4.4))
+    panels = ((weights, f"{title}\n{weights.shape[0]}×{weights.shape[1]} regions; uniform weighting = 1/{k} = {1 / k:.3g}",
+               "mean region weight", "inferno", None),
+              (freq, "where the findings are: share of test images\nwhose finding masks cover the cell", "share of images", "viridis", (0, max(freq.max(), 1e-9))))
+    for ax, (grid_map, panel_title, label, cmap, limits) in zip(axes, panels):
+        ax.imshow(img, cmap="gray")
+        im = ax.imshow(_on_image(grid_map, img.shape), cmap=cmap, alpha=alpha, **({} if limits is None else {"vmin": limits[0], "vmax": limits[1]}))
+        ax.axis("off")
+        ax.set_title(panel_title, fontsize=9)
+        fig.colorbar(im, ax=ax, label=label, shrink=0.85)
+    fig.tight_layout()
+    return _close(fig)

@@ -38,7 +38,9 @@ __all__ = [
     "FINDING_WORDS", "StudyMasks", "align_sentence_rows", "token_sentence_index", "input_mask", "study_masks",
     "analysis_device", "per_study", "lovt_weight_map", "weight_map_frame", "mi_sentence_scores", "selection_table",
     "attention_inside_outside", "slot_strings", "slot_sentences", "word_attention_records",
-    "finding_word_table", "word_shading", "best_region", "pick_example", "attention_examples",
+    "finding_word_table", "word_shading", "best_region", "pick_example", "attention_examples", "finding_union",
+    "region_weights_at_findings", "finding_cell_frequency", "relative_weights", "limitr_region_word_table",
+    "limitr_aggregation_table", "paired_claim",
 ]
 
 #: Finding words of SynthCXR's finding sentences whose attention maps the chapter reads.
@@ -266,7 +268,7 @@ def selection_table(scores: Any, slots: Sequence[Sequence[int]], masks: Sequence
     if len(scores) != len(slots) or len(masks) != len(slots):
         raise ValueError(f"scores, slots, masks: {len(scores)}, {len(slots)}, {len(masks)} studies; expected the same")
     h, w = grid
-    rows, sel_all, mask_all = [], [], []
+    rows = []
     for i, (s, sl, m) in enumerate(zip(scores, slots, masks)):
         sl = np.asarray(sl, dtype=np.int64)
         s = np.asarray(s, dtype=float)[: len(sl)]
@@ -280,8 +282,6 @@ def selection_table(scores: Any, slots: Sequence[Sequence[int]], masks: Sequence
         selected = select_regions_max(s)
         sm = m[sl]
         hits = region_hits(selected[None], sm[None], grid, threshold=threshold)
-        sel_all.append(selected)
-        mask_all.append(sm)
         for j, (k, sentence) in enumerate(zip(selected, sl)):
             scored = bool(hits["scored"][0, j])
             chance = float(region_inside_mask(sm[j], grid, threshold).mean()) if scored else float("nan")
@@ -461,8 +461,9 @@ def attention_examples(tables: dict[str, pd.DataFrame], records: dict[str, Seque
     :param tables: method → :func:`finding_word_table`; :param records: method →
         :func:`word_attention_records` (same studies, same word slots); :param keys: method → the
         attention key of its records.
-    :return: per found word: ``word``, ``study_id``, ``slot``, ``sentence``, ``maps`` (method → [K]),
-        ``image`` [S, S]. Words found in no common occurrence are left out.
+    :return: per found word: ``word``, ``study_id``, ``slot``, ``sentence``, ``maps`` (method → [h, w]
+        on that method's own grid, the records' ``grid``), ``image`` [S, S]. Words found in no
+        common occurrence are left out.
     """
     methods = list(tables)
     if not methods or set(methods) != set(records) or set(methods) != set(keys):
@@ -481,5 +482,142 @@ def attention_examples(tables: dict[str, pd.DataFrame], records: dict[str, Seque
         row = first[[(s, k) in common for s, k in zip(first["study_id"], first["slot"])]].iloc[0]
         sid, slot = int(row["study_id"]), int(row["slot"])
         out.append({"word": word.lower(), "study_id": sid, "slot": slot, "sentence": int(row["sentence"]),
-                    "maps": {m: np.asarray(index[m][sid][keys[m]][slot]) for m in methods}, "image": index[methods[0]][sid]["image"]})
+                    "maps": {m: np.asarray(index[m][sid][keys[m]][slot]).reshape(index[m][sid]["grid"]) for m in methods},
+                    "image": index[methods[0]][sid]["image"]})
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# the same questions over the whole test split (the claims' repetitions)
+# --------------------------------------------------------------------------------------------------
+def finding_union(study: StudyMasks) -> np.ndarray:
+    """[S, S] bool: every pixel of any finding mask of the study's sentences (all False without one)."""
+    return study.masks.any(0)
+
+
+def region_weights_at_findings(weights: Any, study_ids: Sequence[int], masks: dict[int, StudyMasks], grid: tuple[int, int],
+                               threshold: float = 0.5) -> pd.DataFrame:
+    """Do an image's region weights go to its findings? (LoVT's reading of its Fig. 5, per image.)
+
+    Definition: for every study with at least one finding mask, :func:`attention_inside_outside`
+    of its region weights against the union of its finding masks (:func:`finding_union`).
+
+    :param weights: [N, K] region weights (rows in the order of ``study_ids``).
+    :param masks: study id → :class:`StudyMasks` on the model input.
+    :return: one row per study with a finding: ``study_id``, ``n_findings`` (sentences with a mask)
+        and the columns of :func:`attention_inside_outside`.
+    """
+    w = np.asarray(weights, dtype=float)
+    if w.ndim != 2 or len(w) != len(study_ids):
+        raise ValueError(f"weights: expected [{len(study_ids)}, K] (one row per study), got shape {tuple(w.shape)}")
+    rows = []
+    for sid, row in zip(study_ids, w):
+        sm = masks[int(sid)]
+        if sm.has_mask.any():
+            rows.append({"study_id": int(sid), "n_findings": int(sm.has_mask.sum()),
+                         **attention_inside_outside(row, finding_union(sm), grid, threshold)})
+    return pd.DataFrame(rows, columns=["study_id", "n_findings", "inside", "outside", "mass", "mass_chance", "peak_inside"])
+
+
+def finding_cell_frequency(masks: Sequence[StudyMasks], grid: tuple[int, int], threshold: float = 0.5) -> np.ndarray:
+    """Where the findings are: [h, w] share of the studies whose finding masks cover the cell
+    (:func:`~localign.metrics.localization.region_inside_mask` of :func:`finding_union`; a study
+    without a finding covers no cell). The map to hold LoVT's mean weight map against."""
+    if not masks:
+        raise ValueError("masks: no study")
+    h, w = grid
+    count = np.zeros((h, w))
+    for sm in masks:
+        if sm.has_mask.any():
+            count += region_inside_mask(finding_union(sm), grid, threshold)
+    return count / len(masks)
+
+
+def relative_weights(weights: Any) -> np.ndarray:
+    """Weights over a report's words relative to a uniform weighting: w_j / mean(w) (1 = the uniform
+    share), so that reports of different lengths can be pooled. [W] non-negative with a positive sum."""
+    w = np.asarray(weights, dtype=float)
+    if w.ndim != 1 or w.size == 0 or np.any(~np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError("weights: expected [W] finite non-negative weights with a positive sum")
+    return w / w.mean()
+
+
+def _words_without_cls(rec: dict[str, Any]) -> np.ndarray:
+    return np.asarray(rec["word_sentence"], dtype=np.int64)[1:]
+
+
+def limitr_region_word_table(records: Sequence[dict[str, Any]], masks: dict[int, StudyMasks], grid: tuple[int, int]) -> pd.DataFrame:
+    """LIMITR supp. Fig. 1 over the test split: does the region of a finding attend to the words of
+    the sentence that describes it?
+
+    Definition: for every sentence s with a mask, the region k = :func:`best_region` of the mask;
+    its attention over the report's words β_k (``region_to_word``, the weights of the textual
+    weighted representation m_k), [CLS] left out, made :func:`relative_weights`; ``sentence`` =
+    their mean over the words of s, ``other`` = over the other words (NaN if none).
+
+    :param records: :func:`word_attention_records` of a LIMITR run.
+    :return: one row per finding sentence: ``study_id``, ``sentence``, ``category``, ``region``,
+        ``n_words`` (of the sentence), ``sentence_words``, ``other_words``.
+    """
+    rows = []
+    for rec in records:
+        sm = masks[rec["study_id"]]
+        n = len(rec["words"])
+        word_sentence = _words_without_cls(rec)
+        for s in np.flatnonzero(sm.has_mask):
+            ins = word_sentence == s
+            if not ins.any():  # a sentence cut off by the text length limit
+                continue
+            k = best_region(sm.masks[s], grid)
+            r = relative_weights(np.asarray(rec["region_to_word"][k][1:n]))
+            rows.append({"study_id": rec["study_id"], "sentence": int(s), "category": sm.categories[s], "region": k,
+                         "n_words": int(ins.sum()), "sentence_words": float(r[ins].mean()),
+                         "other_words": float(r[~ins].mean()) if (~ins).any() else float("nan")})
+    return pd.DataFrame(rows, columns=["study_id", "sentence", "category", "region", "n_words", "sentence_words", "other_words"])
+
+
+def limitr_aggregation_table(records: Sequence[dict[str, Any]], masks: dict[int, StudyMasks]) -> pd.DataFrame:
+    """LIMITR supp. Fig. 3 over the test split: do the aggregation weights q_t favour the sentences
+    that describe a finding over the normal statements and negations?
+
+    Definition: per report, the SA weights of the caption direction (``word_weights``, this image
+    with its own report), [CLS] left out, made :func:`relative_weights`; ``finding`` = their mean
+    over the words of sentences with a mask, ``other`` = over the words of the other sentences.
+    Reports with words of only one kind are left out.
+
+    :return: one row per report: ``study_id``, ``n_finding_words``, ``n_other_words``, ``finding``, ``other``.
+    """
+    rows = []
+    for rec in records:
+        sm = masks[rec["study_id"]]
+        n = len(rec["words"])
+        word_sentence = _words_without_cls(rec)
+        in_finding = np.array([s >= 0 and bool(sm.has_mask[s]) for s in word_sentence], dtype=bool)
+        if not in_finding.any() or in_finding.all():
+            continue
+        r = relative_weights(np.asarray(rec["word_weights"][1:n]))
+        rows.append({"study_id": rec["study_id"], "n_finding_words": int(in_finding.sum()), "n_other_words": int((~in_finding).sum()),
+                     "finding": float(r[in_finding].mean()), "other": float(r[~in_finding].mean())})
+    return pd.DataFrame(rows, columns=["study_id", "n_finding_words", "n_other_words", "finding", "other"])
+
+
+def paired_claim(chapter: str, paper: str, claim: str, measure: str, a: str, a_values: Sequence[float], b: str,
+                 b_values: Sequence[float]) -> dict:
+    """A claim row (:func:`~localign.eval.claims.compare_claim`) for paired repetitions: ``a`` and
+    ``b`` measured on the same items (a word's attention inside and outside its mask).
+
+    Definition: the pairs with both values finite; ``difference`` = mean(a − b) with the 95 % CI of
+    that mean (compare_claim of the differences against 0); ``mean_a``, ``mean_b`` the means of the
+    pairs' two sides and ``n_a`` = ``n_b`` = the number of pairs. A paired CI is the right one here:
+    the two sides of one item are correlated (attention that sums to 1 moves out of the mask when it
+    moves in), which the two-sample CI would ignore.
+    """
+    from localign.eval.claims import compare_claim
+
+    va, vb = np.asarray(a_values, dtype=float).ravel(), np.asarray(b_values, dtype=float).ravel()
+    if va.shape != vb.shape:
+        raise ValueError(f"{claim}: {va.size} values of {a} for {vb.size} of {b}; paired values come in pairs")
+    keep = np.isfinite(va) & np.isfinite(vb)
+    row = compare_claim(chapter, paper, claim, measure, a, va[keep] - vb[keep], b, 0.0)
+    row.update({"mean_a": float(va[keep].mean()), "mean_b": float(vb[keep].mean()), "n_b": int(keep.sum())})
+    return row
