@@ -185,6 +185,7 @@ def test_selected_regions_one_panel_per_sentence_hit_colours():
     assert rects[1].get_edgecolor()[:3] == (1.0, 0.0, 0.0)  # miss: red
     assert rects[1].get_xy() == (15.5, -0.5) and rects[1].get_width() == 16  # cell 1 = top right
     assert "[inside mask]" in panels[0].get_title() and "[no mask]" in panels[2].get_title()
+    assert rects[2].get_edgecolor()[:3] != (1.0, 1.0, 1.0) and rects[2].get_linestyle() == "--"  # no mask: neither hit nor miss
     assert "1 of 2" in fig._suptitle.get_text()
     with pytest.raises(ValueError, match="selected/masks"):
         VW.plot_selected_regions(_image(), ["a"], [0, 1], masks, (2, 2))
@@ -200,6 +201,10 @@ def test_word_attention_panels_and_pointing_verdict():
     assert "ground truth" in titles[0]
     assert "gloria" in titles[1] and "max inside mask" in titles[1]
     assert "limitr" in titles[2] and "max outside mask" in titles[2]
+    assert "peak 4.00× uniform" in titles[1]  # all the attention on one of 4 cells
+    flat = VW.plot_word_attention(_image(), "effusion", {"gloria": np.full((2, 2), 0.25)}, mask)
+    overlay = flat.axes[1].get_images()[1]
+    assert overlay.get_clim() == (0.0, pytest.approx(0.25)) and "peak 1.00× uniform" in flat.axes[1].get_title()
     with pytest.raises(ValueError, match="differs from image shape"):
         VW.plot_word_attention(_image(), "effusion", att, mask[:8])
 

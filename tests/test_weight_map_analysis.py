@@ -295,7 +295,7 @@ def test_limitr_aggregation_table_of_planted_weights():
     assert wm.limitr_aggregation_table([only], masks).empty
 
 
-def test_paired_claim_uses_the_ci_of_the_differences():
+def test_paired_claim_uses_the_ci_of_the_differences(tmp_path):
     inside = [0.5, 0.6, 0.7, 0.55, np.nan]
     outside = [0.4, 0.45, 0.5, 0.5, 0.1]  # the NaN pair is dropped
     row = wm.paired_claim("07", "paper", "claim", "measure", "inside", inside, "outside", outside)
@@ -314,6 +314,39 @@ def test_paired_claim_uses_the_ci_of_the_differences():
     assert wm.paired_claim("07", "p", "c", "m", "a", [1.0, 2.0], "b", [1.1, 2.2])["verdict"] == "contradicted"
     with pytest.raises(ValueError, match="pairs"):
         wm.paired_claim("07", "p", "c", "m", "a", [1.0, 2.0], "b", [1.0])
+    empty = wm.paired_claim("07", "p", "c", "m", "a", [], "b", [])
+    assert empty["verdict"] == "not shown" and empty["n_a"] == 0 and np.isnan(empty["difference"])
+    from localign.eval.claims import write_claims
+
+    write_claims([row, empty], tmp_path)  # both rows are valid claims rows
+
+
+def test_weight_map_summary():
+    weights = np.array([[0.1, 0.4], [0.4, 0.1]])
+    out = wm.weight_map_summary(weights, np.array([[0.0, 0.5], [0.5, 0.0]]))
+    assert out["max_relative"] == pytest.approx(1.6) and out["min_relative"] == pytest.approx(0.4)
+    assert out["correlation"] == pytest.approx(1.0)
+    assert wm.weight_map_summary(weights, np.array([[0.5, 0.0], [0.0, 0.5]]))["correlation"] == pytest.approx(-1.0)
+    assert np.isnan(wm.weight_map_summary(np.full((2, 2), 0.25), weights)["correlation"])  # uniform weights: no r
+    with pytest.raises(ValueError, match="one grid"):
+        wm.weight_map_summary(weights, np.zeros(4))
+
+
+def test_hit_rate_by_category_and_attention_summary():
+    selection = pd.DataFrame({"category": ["a", "a", "b", ""], "scored": [True, True, True, False],
+                              "hit": [True, False, True, False], "chance": [0.25, 0.25, 0.5, np.nan]})
+    table = wm.hit_rate_by_category(selection)
+    assert table.index.tolist() == ["a", "b", "all"] and table["sentences"].tolist() == [2, 1, 3]
+    np.testing.assert_allclose(table["hit_rate"], [0.5, 1.0, 2 / 3])
+    np.testing.assert_allclose(table["chance"], [0.25, 0.5, 1 / 3])
+    cols = ["word", "inside", "outside", "mass", "mass_chance", "peak_inside"]
+    t = pd.DataFrame([["effusion", 0.4, 0.1, 0.5, 0.25, 1.0], ["effusion", 0.2, 0.2, 0.25, 0.25, 0.0],
+                      ["opacity", 0.3, 0.1, 0.6, 0.5, 1.0]], columns=cols)
+    summary = wm.attention_summary({"GLoRIA": t, "LIMITR": t.iloc[:0]})
+    assert summary.index.tolist() == [("GLoRIA", "effusion"), ("GLoRIA", "opacity"), ("GLoRIA", "all")]  # an empty table adds no rows
+    assert summary["n"].tolist() == [2, 1, 3]
+    np.testing.assert_allclose(summary.loc[("GLoRIA", "effusion"), ["inside", "outside", "pointing"]].to_numpy(float), [0.3, 0.15, 0.5])
+    np.testing.assert_allclose(summary.loc[("GLoRIA", "all"), ["inside", "mass", "pointing"]].to_numpy(float), [0.3, 0.45, 2 / 3])
 
 
 # --------------------------------------------------------------------------------------------------

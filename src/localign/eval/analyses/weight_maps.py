@@ -19,6 +19,15 @@ correlate and are not scored.
 **Inside a mask.** A region cell is inside a sentence's mask by
 :func:`~localign.metrics.localization.region_inside_mask` (overlap ≥ 0.5, or the best cell), on
 the mask at model input size.
+
+**From one picture to the test split.** Each paper's figure shows one example (or one average);
+the chapter also asks its question of every test item, which gives the claims their repetitions:
+an image's LoVT weights on and off its findings (:func:`region_weights_at_findings`), a finding
+sentence's LIMITR region attending to the sentence's words (:func:`limitr_region_word_table`), a
+report's LIMITR aggregation weights on finding and other sentences (:func:`limitr_aggregation_table`),
+a sentence's local-MI region inside its mask (:func:`selection_table`), a finding word's GLoRIA or
+LIMITR attention inside and outside its mask (:func:`finding_word_table`). Both sides of each
+comparison are measured on the same item, so the claims are paired (:func:`paired_claim`).
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ __all__ = [
     "attention_inside_outside", "slot_strings", "slot_sentences", "word_attention_records",
     "finding_word_table", "word_shading", "best_region", "pick_example", "attention_examples", "finding_union",
     "region_weights_at_findings", "finding_cell_frequency", "relative_weights", "limitr_region_word_table",
-    "limitr_aggregation_table", "paired_claim",
+    "limitr_aggregation_table", "paired_claim", "weight_map_summary", "hit_rate_by_category", "attention_summary",
 ]
 
 #: Finding words of SynthCXR's finding sentences whose attention maps the chapter reads.
@@ -610,7 +619,8 @@ def paired_claim(chapter: str, paper: str, claim: str, measure: str, a: str, a_v
     that mean (compare_claim of the differences against 0); ``mean_a``, ``mean_b`` the means of the
     pairs' two sides and ``n_a`` = ``n_b`` = the number of pairs. A paired CI is the right one here:
     the two sides of one item are correlated (attention that sums to 1 moves out of the mask when it
-    moves in), which the two-sample CI would ignore.
+    moves in), which the two-sample CI would ignore. Without any pair the row says so: NaN values,
+    ``n_a`` = 0 and ``not shown``.
     """
     from localign.eval.claims import compare_claim
 
@@ -618,6 +628,56 @@ def paired_claim(chapter: str, paper: str, claim: str, measure: str, a: str, a_v
     if va.shape != vb.shape:
         raise ValueError(f"{claim}: {va.size} values of {a} for {vb.size} of {b}; paired values come in pairs")
     keep = np.isfinite(va) & np.isfinite(vb)
+    if not keep.any():  # nothing measured (e.g. no finding word in the analysed studies): reported, not dropped
+        row = compare_claim(chapter, paper, claim, measure, a, [0.0], b, 0.0)
+        row.update({key: float("nan") for key in ("mean_a", "mean_b", "difference", "ci_low", "ci_high")})
+        row.update({"n_a": 0, "n_b": 0, "verdict": "not shown"})
+        return row
     row = compare_claim(chapter, paper, claim, measure, a, va[keep] - vb[keep], b, 0.0)
     row.update({"mean_a": float(va[keep].mean()), "mean_b": float(vb[keep].mean()), "n_b": int(keep.sum())})
     return row
+
+
+# --------------------------------------------------------------------------------------------------
+# summaries for the chapter's tables
+# --------------------------------------------------------------------------------------------------
+def weight_map_summary(weight_map: Any, finding_frequency: Any) -> dict[str, float]:
+    """The mean region-weight map in three numbers: ``max_relative`` and ``min_relative`` (weight·K,
+    1 = the uniform share) and ``correlation``, Pearson's r over the cells between the weights and
+    :func:`finding_cell_frequency` (NaN when either map is constant, e.g. uniform weights)."""
+    w = np.asarray(weight_map, dtype=float)
+    f = np.asarray(finding_frequency, dtype=float)
+    if w.ndim != 2 or w.shape != f.shape:
+        raise ValueError(f"weight_map and finding_frequency: expected two [h, w] maps of one grid, got {w.shape} and {f.shape}")
+    flat_w, flat_f = w.ravel(), f.ravel()
+    constant = np.ptp(flat_w) == 0 or np.ptp(flat_f) == 0
+    return {"max_relative": float(w.max() * w.size), "min_relative": float(w.min() * w.size),
+            "correlation": float("nan") if constant else float(np.corrcoef(flat_w, flat_f)[0, 1])}
+
+
+def hit_rate_by_category(selection: pd.DataFrame) -> pd.DataFrame:
+    """:func:`selection_table`'s scored sentences per finding kind and over all (last row ``all``):
+    ``sentences``, ``hit_rate``, ``chance``."""
+    scored = selection[selection["scored"]]
+    table = scored.groupby("category").agg(sentences=("hit", "size"), hit_rate=("hit", "mean"), chance=("chance", "mean"))
+    table.loc["all"] = [len(scored), scored["hit"].mean() if len(scored) else np.nan, scored["chance"].mean() if len(scored) else np.nan]
+    table["sentences"] = table["sentences"].astype(int)
+    return table
+
+
+def attention_summary(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Method → :func:`finding_word_table`, summarised per (method, word) and over all words of a
+    method (word ``all``): ``n``, mean ``inside`` and ``outside`` per cell, ``mass`` inside with its
+    uniform value ``mass_chance``, and ``pointing`` (share of maps whose maximum is inside)."""
+    aggs = dict(n=("inside", "size"), inside=("inside", "mean"), outside=("outside", "mean"), mass=("mass", "mean"),
+                mass_chance=("mass_chance", "mean"), pointing=("peak_inside", "mean"))
+    parts = []
+    for method, t in tables.items():
+        if t.empty:
+            continue
+        per_word = t.groupby("word").agg(**aggs)
+        per_word.loc["all"] = [len(t), *(t[c].mean() for c in ("inside", "outside", "mass", "mass_chance", "peak_inside"))]
+        per_word["n"] = per_word["n"].astype(int)
+        parts.append(per_word.assign(method=method).reset_index().set_index(["method", "word"]))
+    columns = ["n", "inside", "outside", "mass", "mass_chance", "pointing"]
+    return pd.concat(parts) if parts else pd.DataFrame(columns=columns, index=pd.MultiIndex.from_tuples([], names=["method", "word"]))
