@@ -126,6 +126,33 @@ def test_mean_weight_map_over_image():
     assert "1/4" in ax.get_title() and fig.axes[1].get_ylabel() == "mean region weight"
 
 
+def test_weights_beside_findings_two_panels_on_one_grid():
+    weights = np.array([[0.1, 0.4], [0.4, 0.1]])
+    freq = np.array([[0.0, 0.5], [0.25, 0.0]])
+    fig = VW.plot_weights_beside_findings(_image(), weights, freq)
+    panels = [ax for ax in fig.axes if ax.get_images()]
+    assert len(panels) == 2 and "1/4" in panels[0].get_title() and "findings" in panels[1].get_title()
+    overlays = [ax.get_images()[1].get_array() for ax in panels]
+    assert overlays[0].shape == (32, 32) and overlays[0].max() <= 0.4 + 1e-9 and overlays[1].max() <= 0.5 + 1e-9
+    assert [ax.get_ylabel() for ax in fig.axes[2:]] == ["mean region weight", "share of images"]  # the colour bars
+    with pytest.raises(ValueError, match="one grid"):
+        VW.plot_weights_beside_findings(_image(), weights, np.zeros((3, 3)))
+
+
+def test_chosen_region_box_and_mask_outline():
+    mask = np.zeros((32, 32), bool)
+    mask[16:, 16:] = True
+    fig = VW.plot_chosen_region(_image(), 3, (2, 2), mask, title="Small effusion.")
+    ax = fig.axes[0]
+    rect = next(p for p in ax.patches if isinstance(p, Rectangle))
+    assert rect.get_xy() == (15.5, 15.5) and rect.get_width() == 16  # cell 3 = bottom right
+    assert "row 1, col 1" in ax.get_title() and "Small effusion." in ax.get_title()
+    assert ax.collections  # the mask's outline
+    assert "row 0, col 1" in VW.plot_chosen_region(_image(), 1, (2, 2)).axes[0].get_title()
+    with pytest.raises(ValueError, match="differs from image shape"):
+        VW.plot_chosen_region(_image(), 0, (2, 2), mask[:8])
+
+
 def test_word_weights_figure_shades_every_word():
     words = "Small right pleural effusion .".split()
     wts = word_weights([0.1, 0.3, 0.4, 0.9, 0.0])
@@ -158,6 +185,7 @@ def test_selected_regions_one_panel_per_sentence_hit_colours():
     assert rects[1].get_edgecolor()[:3] == (1.0, 0.0, 0.0)  # miss: red
     assert rects[1].get_xy() == (15.5, -0.5) and rects[1].get_width() == 16  # cell 1 = top right
     assert "[inside mask]" in panels[0].get_title() and "[no mask]" in panels[2].get_title()
+    assert rects[2].get_edgecolor()[:3] != (1.0, 1.0, 1.0) and rects[2].get_linestyle() == "--"  # no mask: neither hit nor miss
     assert "1 of 2" in fig._suptitle.get_text()
     with pytest.raises(ValueError, match="selected/masks"):
         VW.plot_selected_regions(_image(), ["a"], [0, 1], masks, (2, 2))
@@ -173,6 +201,10 @@ def test_word_attention_panels_and_pointing_verdict():
     assert "ground truth" in titles[0]
     assert "gloria" in titles[1] and "max inside mask" in titles[1]
     assert "limitr" in titles[2] and "max outside mask" in titles[2]
+    assert "peak 4.00× uniform" in titles[1]  # all the attention on one of 4 cells
+    flat = VW.plot_word_attention(_image(), "effusion", {"gloria": np.full((2, 2), 0.25)}, mask)
+    overlay = flat.axes[1].get_images()[1]
+    assert overlay.get_clim() == (0.0, pytest.approx(0.25)) and "peak 1.00× uniform" in flat.axes[1].get_title()
     with pytest.raises(ValueError, match="differs from image shape"):
         VW.plot_word_attention(_image(), "effusion", att, mask[:8])
 

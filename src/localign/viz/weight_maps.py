@@ -3,7 +3,7 @@
 Every function takes arrays (images, grid maps, masks, weights from
 :mod:`localign.metrics.localization`) and returns a :class:`matplotlib.figure.Figure`; nothing is
 shown or saved. Ground-truth masks are outlined in lime, a selected region is a rectangle (white
-when it lies inside the sentence's mask, red when not).
+when it lies inside the sentence's mask, red when not, dashed gold for a sentence without a mask).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from localign.metrics.localization import cell_box, pointing_game, region_inside
 MASK_COLOR = "lime"
 HIT_COLOR = "white"
 MISS_COLOR = "red"
+NO_MASK_COLOR = "gold"  # a sentence without a finding: its region has nothing to hit (dashed)
 
 
 def _close(fig: Figure) -> Figure:
@@ -136,7 +137,7 @@ def plot_selected_regions(
     One panel per sentence: the image, the sentence's ground-truth mask outlined, the selected
     region's cell as a rectangle (white = inside the mask by
     :func:`~localign.metrics.localization.region_inside_mask`, red = outside; a sentence with an
-    empty mask has no image correlate and is marked "no mask"), the sentence as the title.
+    empty mask has no image correlate: dashed gold, marked "no mask"), the sentence as the title.
 
     :param image: [H, W].
     :param sentences: the M sentences.
@@ -168,8 +169,9 @@ def plot_selected_regions(
             hits += hit
             verdict = "inside mask" if hit else "outside mask"
         else:
-            hit, verdict = True, "no mask"
-        ax.add_patch(Rectangle((x - 0.5, y - 0.5), bw, bh, fill=False, lw=2, ec=HIT_COLOR if hit else MISS_COLOR))
+            hit, verdict = None, "no mask"
+        colour = NO_MASK_COLOR if hit is None else HIT_COLOR if hit else MISS_COLOR
+        ax.add_patch(Rectangle((x - 0.5, y - 0.5), bw, bh, fill=False, lw=2, ec=colour, ls="--" if hit is None else "-"))
         ax.set_title("\n".join(textwrap.wrap(sentences[j], wrap)[:3]) + f"\n[{verdict}]", fontsize=7.5)
     scored = int(m.reshape(n, -1).any(1).sum())
     fig.suptitle(f"region selected per sentence (max over regions): {hits} of {scored} sentences with a mask hit it", fontsize=10)
@@ -182,7 +184,9 @@ def plot_word_attention(image: Any, word: str, attention: Mapping[str, Any], mas
     Panels: the image with the ground-truth mask outlined, then one per method with its attention
     map over the regions (resampled bilinearly to the image) and the mask outline; each method's
     title says whether the map's maximum falls inside the mask
-    (:func:`~localign.metrics.localization.pointing_game`).
+    (:func:`~localign.metrics.localization.pointing_game`) and how peaked the map is (its maximum
+    relative to the uniform share 1/K of a [h, w] map). The colour scale of a panel runs from 0 to
+    its map's maximum, so that a nearly uniform map looks flat instead of stretched to full contrast.
 
     :param image: [H, W].
     :param word: the finding word (e.g. "effusion").
@@ -201,13 +205,71 @@ def plot_word_attention(image: Any, word: str, attention: Mapping[str, Any], mas
     _outline(axes[0], gt)
     axes[0].set_title(f"ground truth: “{word}”", fontsize=9)
     for ax, (method, att) in zip(axes[1:], attention.items()):
-        full = _on_image(att, img.shape)
+        grid_map = np.asarray(att, dtype=float)
+        full = _on_image(grid_map, img.shape)
         ax.imshow(img, cmap="gray")
-        ax.imshow(full, cmap="inferno", alpha=alpha)
+        ax.imshow(full, cmap="inferno", alpha=alpha, vmin=0.0, vmax=max(float(full.max()), 1e-12))
         _outline(ax, gt)
         verdict = ("max inside mask" if pointing_game(full, gt) == 1.0 else "max outside mask") if gt.any() else "no mask"
-        ax.set_title(f"{method}: “{word}”\n[{verdict}]", fontsize=9)
+        peak = "" if grid_map.shape == img.shape or grid_map.sum() <= 0 else f"; peak {grid_map.max() * grid_map.size / grid_map.sum():.2f}× uniform"
+        ax.set_title(f"{method}: “{word}”\n[{verdict}{peak}]", fontsize=9)
     for ax in axes:
         ax.axis("off")
+    fig.tight_layout()
+    return _close(fig)
+
+
+def plot_chosen_region(image: Any, region: int, grid: tuple[int, int], mask: Any = None, title: str = "") -> Figure:
+    """One image with one region cell drawn (white), and a ground-truth mask outlined (lime) if given:
+    the region whose word weights a LIMITR supp. Fig. 1 panel shows.
+
+    :param image: [H, W].
+    :param region: row-major index into the (h, w) grid.
+    :param mask: [H, W] bool or None.
+    """
+    img = _image(image)
+    fig, ax = plt.subplots(figsize=(3.4, 3.6))
+    ax.imshow(img, cmap="gray")
+    if mask is not None:
+        m = np.asarray(mask).astype(bool)
+        if m.shape != img.shape:
+            raise ValueError(f"mask: shape {tuple(m.shape)} differs from image shape {tuple(img.shape)}")
+        _outline(ax, m)
+    x, y, bw, bh = cell_box(int(region), grid, img.shape)
+    ax.add_patch(Rectangle((x - 0.5, y - 0.5), bw, bh, fill=False, lw=2, ec=HIT_COLOR))
+    r, c = divmod(int(region), grid[1])
+    ax.set_title("\n".join(textwrap.wrap(title, 48)) + f"\nregion (row {r}, col {c}) of {grid[0]}×{grid[1]}" if title
+                 else f"region (row {r}, col {c}) of {grid[0]}×{grid[1]}", fontsize=8)
+    ax.axis("off")
+    fig.tight_layout()
+    return _close(fig)
+
+
+def plot_weights_beside_findings(mean_image: Any, weight_map: Any, finding_frequency: Any,
+                                 title: str = "LoVT: mean region weights over the test set", alpha: float = 0.55) -> Figure:
+    """LoVT Fig. 5 beside where SynthCXR's findings are: the mean region-weight map over the mean
+    image (left, as :func:`plot_mean_weight_map`) and the share of test images whose finding masks
+    cover each cell (right), so that the weights can be read against the findings they should find.
+
+    :param mean_image: [H, W].
+    :param weight_map: [h, w] mean region weights.
+    :param finding_frequency: [h, w] in [0, 1] (:func:`~localign.eval.analyses.weight_maps.finding_cell_frequency`).
+    """
+    img = _image(mean_image)
+    weights = np.asarray(weight_map, dtype=float)
+    freq = np.asarray(finding_frequency, dtype=float)
+    if weights.ndim != 2 or freq.shape != weights.shape:
+        raise ValueError(f"weight_map and finding_frequency: expected two [h, w] maps of one grid, got {weights.shape} and {freq.shape}")
+    k = weights.size
+    fig, axes = plt.subplots(1, 2, figsize=(9.4, 4.4))
+    panels = ((weights, f"{title}\n{weights.shape[0]}×{weights.shape[1]} regions; uniform weighting = 1/{k} = {1 / k:.3g}",
+               "mean region weight", "inferno", None),
+              (freq, "where the findings are: share of test images\nwhose finding masks cover the cell", "share of images", "viridis", (0, max(freq.max(), 1e-9))))
+    for ax, (grid_map, panel_title, label, cmap, limits) in zip(axes, panels):
+        ax.imshow(img, cmap="gray")
+        im = ax.imshow(_on_image(grid_map, img.shape), cmap=cmap, alpha=alpha, **({} if limits is None else {"vmin": limits[0], "vmax": limits[1]}))
+        ax.axis("off")
+        ax.set_title(panel_title, fontsize=9)
+        fig.colorbar(im, ax=ax, label=label, shrink=0.85)
     fig.tight_layout()
     return _close(fig)

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from localign.data.text import TextBatch
 from localign.distributed import gather_with_grad, pad_to_global_max
-from localign.losses import gloria_global_loss, gloria_inference_local_scores, gloria_local_loss
+from localign.losses import double_softmax_weights, gloria_global_loss, gloria_inference_local_scores, gloria_local_loss
 from localign.models.config import GloriaLossConfig, MethodConfig
 from localign.models.embeddings import ImageEmbeddings, ReportEmbeddings
 from localign.models.image import ImageFeatures
@@ -83,6 +83,22 @@ class Gloria(WordRegionModel):
         glob = gloria_global_loss(img_g, rep_g, temp3=cfg.temp3)
         loss = cfg.local_weight * local + cfg.global_weight * glob
         return PretrainOutput(loss=loss, terms={"local": local.detach(), "global": glob.detach()})
+
+    def word_attention(self, images: Tensor, text: TextBatch) -> dict[str, Tensor | tuple[int, int]]:
+        """GLoRIA's word→region attention of each image with its own report (read-only; the analyses' figures).
+
+        ``attention`` ``[B, W, R]``: α of the training loss (GLoRIA's ``att_maps``), each word of
+        the [CLS] + words set (slot 0 = [CLS]) over the regions, the double softmax with λ = temp1
+        (first over the valid words per region, then over the regions); rows of invalid slots are 0.
+        Also ``word_mask`` ``[B, W]``, ``word_ids`` ``[B, T]`` (token → word slot, -1 = none), ``grid``.
+        """
+        feats = self.image_encoder(images)
+        img = self.embed_features(feats)
+        rep = self.encode_reports(text)
+        scores = rep.words @ img.local.transpose(1, 2)
+        attention = double_softmax_weights(scores, self.config.loss.temp1, query_mask=rep.word_mask)
+        return {"attention": attention, "word_mask": rep.word_mask,
+                "word_ids": self.text_encoder.word_ids(text.input_ids, text.attention_mask), "grid": feats.grid}
 
     def similarity(self, image_emb: ImageEmbeddings, report_emb: ReportEmbeddings, chunk: int = 16) -> Tensor:
         """GLoRIA's inference similarity ``(Z_inf + G) / 2`` ``[N_img, N_txt]`` (spec §4.4).

@@ -164,6 +164,42 @@ class Limitr(WordRegionModel):
             total = total + cfg.internal_weight * internal
         return PretrainOutput(loss=total, terms=terms)
 
+    def pair_attention(self, images: Tensor, text: TextBatch) -> dict[str, Tensor | tuple[int, int]]:
+        """LIMITR's attention weights for each image with its own report (read-only; the analyses' figures).
+
+        The same quantities :meth:`pair_scores` computes for the pair (image b, report b), over the
+        word set of the external loss and retrieval ([CLS] + words, slot 0 = [CLS]):
+
+        - ``word_to_region`` ``[B, W, R]``: α, each word over the regions (caption direction; the
+          double softmax, first over the valid words per region, then ×λ over the regions); rows of
+          invalid slots are 0;
+        - ``region_to_word`` ``[B, R, W]``: β, each region over the valid words (image direction,
+          first softmax over the regions per word): the weights w_i[j] of the textual weighted
+          representation m_i = Σ_j w_i[j] t_j (LIMITR supplementary Fig. 1);
+        - ``word_weights`` ``[B, W]``: the SA aggregation weights q_t of the caption direction (0 on
+          invalid slots); ``region_weights`` ``[B, R]``: SA weights of the image direction;
+        - ``score_caption``, ``score_image`` ``[B]``: S_cap and S_img of the pair (equal to the
+          diagonals of :meth:`pair_scores`);
+        - ``word_mask`` ``[B, W]``, ``word_ids`` ``[B, T]`` (token → word slot, -1 = none), ``grid``.
+        """
+        cfg: LimitrLossConfig = self.config.loss
+        feats = self.image_encoder(images)
+        img = self.embed_features(feats)
+        states = self.token_states(text)
+        rep = self.report_features(states, text)
+        keys, regions, words, mask = img.keys, img.local, rep.words, rep.word_mask
+        s = words @ keys.transpose(1, 2)  # [B, W, R]
+        alpha = torch.softmax(cfg.lam * masked_softmax(s, mask[:, :, None], dim=1), dim=-1) * mask[:, :, None]
+        a_cap = F.normalize(words * (alpha @ keys), dim=-1, eps=1e-8)
+        cap, q_words = self.aggregate(a_cap, mask)
+        beta = masked_softmax(cfg.lam * torch.softmax(s.transpose(1, 2), dim=1), mask[:, None, :], dim=-1)  # [B, R, W]
+        a_img = F.normalize((beta @ words) * regions, dim=-1, eps=1e-8)
+        im, q_regions = self.aggregate(a_img)
+        return {"word_to_region": alpha, "region_to_word": beta, "word_weights": q_words.masked_fill(~mask, 0.0),
+                "region_weights": q_regions, "score_caption": torch.sigmoid(self.score_caption(cap)).squeeze(-1),
+                "score_image": torch.sigmoid(self.score_image(im)).squeeze(-1), "word_mask": mask,
+                "word_ids": self.text_encoder.word_ids(text.input_ids, text.attention_mask), "grid": feats.grid}
+
     def similarity(self, image_emb: ImageEmbeddings, report_emb: ReportEmbeddings, chunk: int = 16) -> Tensor:
         """LIMITR's retrieval score S = ½[w_ext·½(S_cap + S_img) + w_glob·G] (spec §3.3)."""
         cfg: LimitrLossConfig = self.config.loss

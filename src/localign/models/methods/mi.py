@@ -107,6 +107,21 @@ class MutualInformation(PretrainModel):
 
         return chunked_pairwise(block, len(regions), len(sentences), chunk)
 
+    def sentence_region_scores(self, images: Tensor, text: TextBatch) -> dict[str, Tensor | tuple[int, int]]:
+        """Local MI's critic scores of every sentence of each report with every region of its own image
+        (read-only; Liao et al. Fig. 2: the region a sentence selects is the max over regions).
+
+        :return: ``scores`` ``[B, M, K]`` = f(z^I_k, z^R_m) (0 on padded sentence slots),
+            ``sentence_mask`` ``[B, M]``, ``grid`` (h, w) with K = h·w row-major.
+        """
+        if self.config.loss.level != "local":
+            raise ValueError("sentence_region_scores: only the local MI model scores sentences against regions")
+        feats = self.image_encoder(images)
+        rep = self.encode_reports(text)
+        scores = self.critic(feats.regions[:, None, :, :], rep.local[:, :, None, :])  # [B, M, K]
+        mask = rep.local_mask
+        return {"scores": scores * mask[..., None].to(scores.dtype), "sentence_mask": mask, "grid": feats.grid}
+
     def region_text_similarity(self, images: Tensor, text: TextBatch) -> Tensor:
         """Critic score of each region with the phrase (local); for the global model, the score the
         image would get if every 2x2-pool cell looked like that last-stage region."""
