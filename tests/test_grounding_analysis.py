@@ -1,0 +1,187 @@
+"""localign.eval.analyses.grounding: per-phrase CNR / pointing tables, summaries, example selection, claims."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from localign.eval.analyses import grounding as G
+from localign.eval.grounding import cnr
+from localign.metrics.localization import pointing_game
+
+
+def _scores(rows):
+    cols = ["run", "method", "source", "phrase_id", "category", "text", "cnr", "contrast_sign", "pointing", "chance",
+            "region_fraction"]
+    return pd.DataFrame([dict(zip(cols, r)) for r in rows], columns=cols)
+
+
+# --------------------------------------------------------------------------------------------------
+# per-phrase measures on planted maps
+# --------------------------------------------------------------------------------------------------
+def test_planted_map_pointing_inside_and_outside_the_box_and_its_known_cnr():
+    region = np.zeros((10, 10), dtype=bool)
+    region[2:5, 2:5] = True  # 9 pixels inside, 91 outside
+    m = np.zeros((10, 10))
+    m[region] = 1.0
+    m[0, 0] = 0.5  # outside values: one 0.5, ninety 0
+    # μ_A = 1, σ²_A = 0; μ_Ā = 0.5/91, σ²_Ā = 0.25/91 − (0.5/91)²
+    mu_out = 0.5 / 91
+    expected = (1 - mu_out) / np.sqrt(0.25 / 91 - mu_out**2)
+    assert cnr(m, region) == pytest.approx(expected, rel=1e-12)
+    assert G.contrast_sign(m, region) == 1
+    assert pointing_game(m, region) == 1.0
+    outside_peak = m.copy()
+    outside_peak[8, 8] = 2.0  # maximum moved outside the box
+    assert pointing_game(outside_peak, region) == 0.0
+    # the inverted map has the same CNR (absolute value) but the opposite sign, and misses
+    assert cnr(-m, region) == pytest.approx(expected, rel=1e-12)
+    assert G.contrast_sign(-m, region) == -1 and pointing_game(-m, region) == 0.0
+    # NaN pixels are excluded from the sign, like from the CNR
+    with_nan = m.copy()
+    with_nan[region] = np.nan
+    with_nan[2, 2] = 1.0
+    assert G.contrast_sign(with_nan, region) == 1
+    with pytest.raises(ValueError, match="region"):
+        G.contrast_sign(m, region.astype(int))
+    with pytest.raises(ValueError, match="no valid pixel"):
+        G.contrast_sign(np.where(region, np.nan, 0.0), region)
+
+
+# --------------------------------------------------------------------------------------------------
+# CIs and summaries
+# --------------------------------------------------------------------------------------------------
+def test_wilson_interval_known_values_and_errors():
+    p, low, high = G.proportion_ci95(5, 10)
+    assert p == 0.5 and low == pytest.approx(0.2366, abs=1e-4) and high == pytest.approx(0.7634, abs=1e-4)
+    p, low, high = G.proportion_ci95(0, 20)
+    assert p == 0.0 and low == 0.0 and high == pytest.approx(0.1611, abs=1e-4)
+    p, low, high = G.proportion_ci95(20, 20)
+    assert p == 1.0 and high == 1.0 and low == pytest.approx(1 - 0.1611, abs=1e-4)
+    with pytest.raises(ValueError, match="n:"):
+        G.proportion_ci95(0, 0)
+    with pytest.raises(ValueError, match="successes"):
+        G.proportion_ci95(3, 2)
+
+
+def test_summaries_per_category_and_overall():
+    s = _scores([
+        ("a", "lovt", "ms_cxr", 1, "Edema", "t", 1.0, 1, 1, 0.1, 0.1),
+        ("a", "lovt", "ms_cxr", 2, "Edema", "t", 3.0, -1, 0, 0.3, 0.3),
+        ("a", "lovt", "ms_cxr", 3, "Pneumonia", "t", 2.0, 1, 1, 0.2, 0.2),
+        ("a", "lovt", "ms_cxr", 4, "Pneumonia", "t", np.nan, 0, 0, 0.2, 0.2),
+    ])
+    c = G.cnr_summary(s).set_index("category")
+    assert list(c.index) == ["Edema", "Pneumonia", "overall"]
+    assert c.loc["Edema", "mean"] == 2.0 and c.loc["Edema", "ci95"] == pytest.approx(1.96 * np.sqrt(2) / np.sqrt(2))
+    assert c.loc["Pneumonia", "count"] == 1 and c.loc["Pneumonia", "n_undefined"] == 1
+    assert c.loc["overall", "mean"] == 2.0 and c.loc["Edema", "negative"] == 0.5 and c.loc["overall", "negative"] == 0.25
+    assert c.loc["Edema", "ci_low"] == pytest.approx(2.0 - 1.96)
+    p = G.pointing_summary(s).set_index("category")
+    assert p.loc["Edema", "accuracy"] == 0.5 and p.loc["Edema", "chance"] == pytest.approx(0.2)
+    assert p.loc["overall", "hits"] == 2 and p.loc["overall", "count"] == 4
+    assert p.loc["overall", ("ci_low")] < 0.5 < p.loc["overall", "ci_high"]
+    with pytest.raises(ValueError, match="pointing"):
+        G.pointing_summary(s.assign(pointing=0.5))
+    with pytest.raises(ValueError, match="missing"):
+        G.cnr_summary(s.drop(columns="cnr"))
+
+
+def test_example_selection_median_best_first_and_best_method():
+    rows = []
+    for i, v in enumerate([5.0, 1.0, 3.0, 2.0]):  # Edema: sorted 1, 2, 3, 5 -> lower median 2 (phrase 3)
+        rows.append(("lovt", "lovt", "ms_cxr", i, "Edema", f"e{i}", v, 1, 1, 0.1, 0.1))
+    rows.append(("lovt", "lovt", "ms_cxr", 10, "Pneumonia", "p", 0.7, 1, 1, 0.1, 0.1))
+    rows.append(("lovt", "lovt", "ms_cxr", 11, "Pneumonia", "q", np.nan, 0, 0, 0.1, 0.1))
+    rows.append(("convirt", "convirt", "ms_cxr", 0, "Edema", "e0", 0.1, 1, 0, 0.1, 0.1))
+    s = _scores(rows)
+    med = G.select_examples(s, "lovt")
+    assert list(med["category"]) == ["Edema", "Pneumonia"]
+    assert list(med["phrase_id"]) == [3, 10]  # the NaN CNR is never chosen
+    assert list(G.select_examples(s, "lovt", rule="best")["phrase_id"]) == [0, 10]
+    assert list(G.select_examples(s, "lovt", rule="first")["phrase_id"]) == [0, 10]
+    # shuffling the rows does not change the choice
+    assert list(G.select_examples(s.sample(frac=1, random_state=1), "lovt")["phrase_id"]) == [3, 10]
+    assert G.best_method(s) == "lovt"
+    with pytest.raises(ValueError, match="rule"):
+        G.select_examples(s, "lovt", rule="mean")
+    with pytest.raises(ValueError, match="by"):
+        G.select_examples(s, "gloria")
+    with pytest.raises(ValueError, match="source"):
+        G.best_method(s, source="synth_masks")
+
+
+def test_claims_local_vs_global_limitr_vs_gloria_and_pointing_above_chance():
+    rng = np.random.default_rng(0)
+    rows = []
+    for run, mu in [("convirt", 0.2), ("lovt", 1.0), ("gloria", 0.5), ("limitr", 0.5)]:
+        for i in range(40):
+            hit = int(i % 2 == 0) if run != "convirt" else int(i % 10 == 0)
+            rows.append((run, run, "synth_masks", i, "edema", "t", mu + 0.1 * rng.normal(), 1, hit, 0.1, 0.1))
+    claims = G.grounding_claims(_scores(rows))
+    by = {(r["claim"][:10], r["a"], r["b"]): r for r in claims}
+    assert by[("local meth", "lovt", "convirt")]["verdict"] == "holds"
+    assert by[("local meth", "gloria", "convirt")]["paper"] == "GLoRIA"
+    assert ("local meth", "local_mi_cpc", "convirt") not in by  # runs that are absent are left out
+    assert by[("LIMITR gro", "limitr", "gloria")]["verdict"] == "not shown"
+    assert by[("the map's ", "lovt", "chance")]["verdict"] == "holds"  # 0.5 hit rate vs 0.1 chance
+    assert by[("the map's ", "convirt", "chance")]["mean_a"] == pytest.approx(0.1)
+    assert all("SynthCXR exact masks" in r["measure"] for r in claims)
+
+
+def test_published_cnrs_are_limitr_ms_cxr_examples():
+    pub = G.published_cnr()
+    assert len(pub) == 15 and set(pub["dataset"]) == {"MS-CXR"} and set(pub["method"]) == {"limitr"}
+    assert pub["cnr"].between(0, 5).all() and list(pub["example"]) == list(range(1, 16))
+
+
+def test_bad_source_is_named():
+    with pytest.raises(ValueError, match="source"):
+        G.phrase_table(None, source="boxes")
+
+
+# --------------------------------------------------------------------------------------------------
+# wiring on a tiny real run: the CNRs are the grounding protocol's
+# --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_run(tiny_prepared, tmp_path_factory):
+    from localign.models import get_method
+    from localign.train import encoder_overrides, make_train_config, pretrain
+    from localign.train.runs import load_run
+
+    from .helpers import TINY_TEXT
+
+    overrides = encoder_overrides(get_method("gloria"), image_arch="resnet18", image_size=64, text_model="minilm")
+    overrides.update({"text.random_init": True, "text.tiny": TINY_TEXT, "text.freeze_layers": 0, "text.last_layers": 1,
+                      "head.d_z": 16, "head.d_hidden": 32})
+    out = tmp_path_factory.mktemp("run") / "gloria_tiny"
+    pretrain(make_train_config(method="gloria", overrides=overrides, data=str(tiny_prepared), out=str(out), max_steps=1,
+                               batch_size=8, progress=False))
+    return load_run(out)
+
+
+def test_scores_on_a_tiny_run_equal_the_grounding_protocol(tiny_run, tiny_prepared):
+    from localign.data.manifest import load_prepared
+    from localign.eval.protocols.grounding import grounding_protocol
+
+    prepared = load_prepared(tiny_prepared)
+    scores = G.runs_phrase_scores({"g": tiny_run}, prepared, split="all", batch_size=5)
+    assert list(scores.columns) == list(G.SCORE_COLUMNS)
+    assert set(scores["source"]) == {"ms_cxr", "synth_masks"} and set(scores["run"]) == {"g"}
+    assert set(scores["method"]) == {tiny_run.method.name}
+    assert scores["pointing"].isin([0, 1]).all() and scores["chance"].between(0, 1).all()
+    assert scores["contrast_sign"].isin([-1, 0, 1]).all()
+    for source in ("ms_cxr", "synth_masks"):
+        details = grounding_protocol(tiny_run.model, tiny_run.preprocessing, prepared, source=source, split="all",
+                                     progress=False)[0].details.set_index("phrase_id")
+        ours = scores[scores["source"] == source].set_index("phrase_id")
+        assert sorted(ours.index) == sorted(details.index)
+        np.testing.assert_allclose(ours["cnr"], details.loc[ours.index, "cnr"], rtol=1e-9, atol=1e-12)
+    pick = G.select_examples(scores, "g")
+    maps = G.phrase_maps(tiny_run, prepared, pick["phrase_id"].tolist(), split="all")
+    table = G.phrase_table(prepared, "ms_cxr", "all").set_index("phrase_id")
+    for pid, m in maps.items():
+        assert m.shape == (table.loc[pid, "height"], table.loc[pid, "width"])
+    with pytest.raises(ValueError, match="phrase_ids"):
+        G.phrase_maps(tiny_run, prepared, [10**9], split="all")
