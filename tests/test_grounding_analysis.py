@@ -185,3 +185,58 @@ def test_scores_on_a_tiny_run_equal_the_grounding_protocol(tiny_run, tiny_prepar
         assert m.shape == (table.loc[pid, "height"], table.loc[pid, "width"])
     with pytest.raises(ValueError, match="phrase_ids"):
         G.phrase_maps(tiny_run, prepared, [10**9], split="all")
+
+
+# --------------------------------------------------------------------------------------------------
+# display tables and figures
+# --------------------------------------------------------------------------------------------------
+def _two_runs():
+    rows = []
+    for run, base in [("lovt", 2.0), ("convirt", 1.0)]:
+        for i, (cat, v, hit) in enumerate([("Edema", 0.0, 1), ("Edema", 2.0, 0), ("Pneumonia", 1.0, 1)]):
+            rows.append((run, run, "ms_cxr", i, cat, "t", base + v, 1, hit, 0.2, 0.2))
+            rows.append((run, run, "synth_masks", i, cat, "t", base + v, -1, hit, 0.1, 0.1))
+    return _scores(rows)
+
+
+def test_category_table_cells_counts_and_among_selection():
+    s = _two_runs()
+    t = G.category_table(G.cnr_summary(s), "ms_cxr", runs=["lovt", "convirt"])
+    assert list(t.index) == ["n", "lovt", "convirt"] and list(t.columns) == ["Edema", "Pneumonia", "overall"]
+    assert t.loc["n", "Edema"] == "2" and t.loc["lovt", "Edema"] == "3.00 ± 1.96"  # values 2, 4: s = √2, 1.96·√2/√2
+    assert t.loc["lovt", "Pneumonia"] == "3.00"  # one phrase: no CI
+    p = G.category_table(G.pointing_summary(s), "ms_cxr", value="accuracy")
+    assert p.loc["lovt", "Pneumonia"].startswith("1.00 [")  # Wilson interval is asymmetric
+    with pytest.raises(ValueError, match="source"):
+        G.category_table(G.cnr_summary(s), "other")
+    # among: only phrases every listed run scored can be examples
+    s2 = s.copy()
+    s2.loc[(s2["run"] == "convirt") & (s2["phrase_id"] == 0), "cnr"] = np.nan
+    assert list(G.select_examples(s2, "lovt", among=["lovt", "convirt"])["phrase_id"]) == [1, 2]
+    assert list(G.select_examples(s2, "lovt")["phrase_id"]) == [0, 2]
+
+
+def test_category_bars_and_cnr_vs_pointing_figures():
+    from localign.viz.grounding_figures import plot_category_bars, plot_cnr_vs_pointing
+
+    s = _two_runs()
+    c, p = G.cnr_summary(s), G.pointing_summary(s)
+    fig = plot_category_bars(c, "mean", methods=["convirt", "lovt"], published={"paper": [1.5, 2.0]})
+    assert len(fig.axes) == 2
+    top = fig.axes[0]
+    assert [t.get_text() for t in top.get_xticklabels()] == ["Edema\n(n=2)", "Pneumonia\n(n=1)", "overall\n(n=3)"]
+    assert len(top.patches) == 6  # 3 categories × 2 methods
+    assert top.get_legend() is not None and "paper" in [t.get_text() for t in top.get_legend().get_texts()]
+    fig = plot_category_bars(p, "accuracy", chance="chance", sources=["synth_masks"])
+    assert len(fig.axes) == 1 and "exact" in fig.axes[0].get_title()
+    with pytest.raises(ValueError, match="chance"):
+        plot_category_bars(c, "mean", chance="chance")
+    fig = plot_cnr_vs_pointing(c, p)
+    assert len(fig.axes) == 2 and fig.axes[0].get_ylabel() == "pointing-game accuracy"
+    with pytest.raises(ValueError, match="category"):
+        plot_cnr_vs_pointing(c, p, category="Atelectasis")
+
+
+def test_max_phrases_must_be_positive():
+    with pytest.raises(ValueError, match="max_phrases"):
+        G.phrase_scores(None, None, max_phrases=0)

@@ -43,7 +43,7 @@ from localign.train.runs import LoadedRun
 __all__ = [
     "SCORE_COLUMNS", "phrase_table", "iter_phrase_maps", "phrase_scores", "runs_phrase_scores", "phrase_maps",
     "contrast_sign", "proportion_ci95", "cnr_summary", "pointing_summary", "select_examples", "best_method",
-    "grounding_claims", "published_cnr",
+    "grounding_claims", "published_cnr", "category_table", "write_csv",
 ]
 
 #: columns of :func:`phrase_scores`
@@ -165,13 +165,18 @@ def _score_row(run_name: str, method: str, source: str, r: pd.Series, region: np
 
 def phrase_scores(run: LoadedRun, prepared: PreparedDataset, source: str = "ms_cxr", split: str = "test", *,
                   sigma: float = 1.5, batch_size: int = 32, device: str | torch.device = "cpu",
-                  name: str | None = None) -> pd.DataFrame:
+                  name: str | None = None, max_phrases: int | None = None) -> pd.DataFrame:
     """One row per phrase of one run: CNR, contrast sign, pointing-game hit and chance (module docstring).
 
     :param name: the ``run`` column (default: the run folder's name).
+    :param max_phrases: only the first ``max_phrases`` phrases of the table (None: all).
     :return: columns :data:`SCORE_COLUMNS`, ordered as the phrase table.
     """
+    if max_phrases is not None and (isinstance(max_phrases, bool) or not isinstance(max_phrases, int) or max_phrases < 1):
+        raise ValueError(f"max_phrases: expected a positive integer or None, got {max_phrases!r}")
     table = phrase_table(prepared, source, split)
+    if max_phrases is not None:
+        table = table.iloc[:max_phrases]
     rows = [_score_row(name or run.name, run.method.name, source, r, region, full, value)
             for r, region, full, value in iter_phrase_maps(run, table, source, sigma=sigma, batch_size=batch_size, device=device)]
     if not rows:
@@ -287,10 +292,12 @@ def best_method(scores: pd.DataFrame, source: str = "ms_cxr") -> str:
     return str(means.idxmax())
 
 
-def select_examples(scores: pd.DataFrame, by: str, source: str = "ms_cxr", rule: str = "median") -> pd.DataFrame:
+def select_examples(scores: pd.DataFrame, by: str, source: str = "ms_cxr", rule: str = "median",
+                    among: Sequence[str] | None = None) -> pd.DataFrame:
     """One phrase per category, chosen by the CNR of run ``by``.
 
-    Definition: within each category, the phrases with a defined CNR of run ``by`` are sorted by
+    Definition: within each category, the phrases with a defined CNR of run ``by`` (and, with
+    ``among``, a defined CNR of every run listed there, so that each can be shown) are sorted by
     (CNR, phrase_id); ``rule="median"`` takes the element at index ⌊(n − 1)/2⌋ (the lower median,
     so an actual phrase, typical of that run), ``"best"`` the highest CNR, ``"first"`` the smallest
     phrase_id. Deterministic; ties are broken by phrase_id.
@@ -301,6 +308,10 @@ def select_examples(scores: pd.DataFrame, by: str, source: str = "ms_cxr", rule:
         raise ValueError(f"rule: expected 'median', 'best' or 'first', got {rule!r}")
     _check_scores(scores, ("source", "run", "phrase_id", "category", "cnr"))
     s = scores[(scores["source"] == source) & (scores["run"] == by)].dropna(subset=["cnr"])
+    if among:
+        src = scores[(scores["source"] == source) & scores["run"].isin(list(among))].dropna(subset=["cnr"])
+        complete = src.groupby("phrase_id")["run"].nunique()
+        s = s[s["phrase_id"].isin(complete[complete == len(set(among))].index)]
     if s.empty:
         raise ValueError(f"by: no scored phrase of run {by!r} for source {source!r}; runs are {sorted(scores['run'].unique())}")
     rows = []
@@ -312,6 +323,42 @@ def select_examples(scores: pd.DataFrame, by: str, source: str = "ms_cxr", rule:
         g = g.sort_values(["cnr", "phrase_id"], kind="mergesort")
         rows.append(g.iloc[-1] if rule == "best" else g.iloc[(len(g) - 1) // 2])
     return pd.DataFrame(rows).reset_index(drop=True)
+
+
+def category_table(summary: pd.DataFrame, source: str, value: str = "mean", digits: int = 2,
+                   runs: Sequence[str] | None = None) -> pd.DataFrame:
+    """A display table of one source: a row per run, a column per category (``overall`` last), cells
+    ``value ± half-width`` of the 95 % CI (half of ci_high − ci_low; asymmetric intervals are
+    shown as ``value [low, high]``), and a first row ``n`` with the phrase counts.
+
+    :param summary: :func:`cnr_summary` or :func:`pointing_summary` rows.
+    """
+    for col in ("source", "run", "category", value, "ci_low", "ci_high", "count"):
+        if col not in summary.columns:
+            raise ValueError(f"summary: column {col!r} missing")
+    s = summary[summary["source"] == source]
+    if s.empty:
+        raise ValueError(f"source: no rows for {source!r}")
+    cats = sorted(c for c in s["category"].unique() if c != "overall") + ["overall"]
+    runs = list(runs) if runs is not None else list(dict.fromkeys(s["run"]))
+
+    def cell(r: pd.Series) -> str:
+        v, lo, hi = float(r[value]), float(r["ci_low"]), float(r["ci_high"])
+        if not math.isfinite(v):
+            return "–"
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            return f"{v:.{digits}f}"
+        if abs((hi - v) - (v - lo)) <= 0.5 * 10**-digits:
+            return f"{v:.{digits}f} ± {(hi - lo) / 2:.{digits}f}"
+        return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+    table = {run: {c: cell(r) for c, r in s[s["run"] == run].set_index("category").reindex(cats).iterrows()} for run in runs}
+    counts = s.groupby("category")["count"].max().reindex(cats)
+    out = pd.DataFrame.from_dict(table, orient="index")[cats]
+    out.loc["n"] = [f"{int(v)}" if pd.notna(v) else "–" for v in counts]
+    out = out.loc[["n"] + runs]
+    out.index.name = "method"
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -365,14 +412,22 @@ def grounding_claims(scores: pd.DataFrame, chapter: str = "08_grounding") -> lis
 def published_cnr() -> pd.DataFrame:
     """The papers' packaged grounding CNRs (MS-CXR): LIMITR supplementary Fig. 2, 15 single examples.
 
-    :return: columns example (1-based, the figure's text order), method, dataset, cnr, note.
+    :return: columns example (1-based, the figure's text order), method, dataset, cnr, phrase (the
+        phrase next to it in the extracted text, or "(not recoverable)"), note.
     """
     from localign.published import load_published
 
     pub = load_published("limitr", "supp_fig2")
     pub = pub[(pub["protocol"] == "grounding") & (pub["metric"] == "CNR")].reset_index(drop=True)
+    import re
+
+    def phrase(note: str) -> str:
+        found = re.findall(r"'([^']+)'", note) if "as adjacent" in note else []
+        return found[0] if found else "(not recoverable)"
+
     return pd.DataFrame({"example": np.arange(1, len(pub) + 1), "method": pub["method"], "dataset": pub["dataset"],
-                         "cnr": pub["value"].astype(float), "note": pub["note"]})
+                         "cnr": pub["value"].astype(float), "phrase": [phrase(n) for n in pub["note"]],
+                         "note": pub["note"]})
 
 
 def write_csv(frame: pd.DataFrame, out: str | Path, name: str) -> Path:
