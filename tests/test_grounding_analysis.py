@@ -49,6 +49,29 @@ def test_planted_map_pointing_inside_and_outside_the_box_and_its_known_cnr():
         G.contrast_sign(np.where(region, np.nan, 0.0), region)
 
 
+def test_pointing_chance_is_the_region_share_of_the_seen_pixels():
+    region = np.zeros((4, 5), dtype=bool)
+    region[0, :2] = True  # 2 of 20 pixels
+    m = np.ones((4, 5))
+    assert G.pointing_chance(m, region) == pytest.approx(2 / 20)
+    m[2:, :] = np.nan  # the network saw the top 10 pixels only
+    assert G.pointing_chance(m, region) == pytest.approx(2 / 10)
+    m[0, 0] = np.nan  # an unseen region pixel counts neither above nor below the line
+    assert G.pointing_chance(m, region) == pytest.approx(1 / 9)
+    # a random point's hit rate: the mean pointing game of one-pixel maps at every seen pixel
+    seen = np.argwhere(~np.isnan(m))
+    hits = []
+    for r, c in seen:
+        one = np.where(np.isnan(m), np.nan, 0.0)
+        one[r, c] = 1.0
+        hits.append(pointing_game(one, region))
+    assert np.mean(hits) == pytest.approx(G.pointing_chance(m, region))
+    with pytest.raises(ValueError, match="NaN"):
+        G.pointing_chance(np.full((4, 5), np.nan), region)
+    with pytest.raises(ValueError, match="region"):
+        G.pointing_chance(m, region[:, :4])
+
+
 # --------------------------------------------------------------------------------------------------
 # CIs and summaries
 # --------------------------------------------------------------------------------------------------
@@ -115,7 +138,7 @@ def test_example_selection_median_best_first_and_best_method():
 def test_claims_local_vs_global_limitr_vs_gloria_and_pointing_above_chance():
     rng = np.random.default_rng(0)
     rows = []
-    for run, mu in [("convirt", 0.2), ("lovt", 1.0), ("gloria", 0.5), ("limitr", 0.5)]:
+    for run, mu in [("convirt", 0.2), ("clip", 1.5), ("lovt", 1.0), ("gloria", 0.5), ("limitr", 0.5)]:
         for i in range(40):
             hit = int(i % 2 == 0) if run != "convirt" else int(i % 10 == 0)
             rows.append((run, run, "synth_masks", i, "edema", "t", mu + 0.1 * rng.normal(), 1, hit, 0.1, 0.1))
@@ -124,6 +147,10 @@ def test_claims_local_vs_global_limitr_vs_gloria_and_pointing_above_chance():
     assert by[("local meth", "lovt", "convirt")]["verdict"] == "holds"
     assert by[("local meth", "gloria", "convirt")]["paper"] == "GLoRIA"
     assert ("local meth", "local_mi_cpc", "convirt") not in by  # runs that are absent are left out
+    # every local run is compared with each global one: CLIP (1.5) is above LoVT (1.0) here
+    assert by[("local meth", "lovt", "clip")]["verdict"] == "contradicted"
+    assert by[("local meth", "limitr", "clip")]["difference"] == pytest.approx(-1.0, abs=0.1)
+    assert sum(r["claim"].startswith("local meth") for r in claims) == 3 * 2
     assert by[("LIMITR gro", "limitr", "gloria")]["verdict"] == "not shown"
     assert by[("the map's ", "lovt", "chance")]["verdict"] == "holds"  # 0.5 hit rate vs 0.1 chance
     assert by[("the map's ", "convirt", "chance")]["mean_a"] == pytest.approx(0.1)
@@ -185,6 +212,26 @@ def test_scores_on_a_tiny_run_equal_the_grounding_protocol(tiny_run, tiny_prepar
         assert m.shape == (table.loc[pid, "height"], table.loc[pid, "width"])
     with pytest.raises(ValueError, match="phrase_ids"):
         G.phrase_maps(tiny_run, prepared, [10**9], split="all")
+
+
+def test_phrases_without_a_cnr_are_skipped_with_their_reason(tiny_run, tiny_prepared):
+    from localign.data.manifest import load_prepared
+    from localign.eval.protocols.grounding import iter_phrase_maps
+
+    prepared = load_prepared(tiny_prepared)
+    table = G.phrase_table(prepared, "ms_cxr", "all").iloc[:3].reset_index(drop=True)
+    h, w = int(table.loc[1, "height"]), int(table.loc[1, "width"])
+    table.at[0, "text"] = ""  # nothing left to tokenize
+    table.at[1, "boxes"] = np.array([[0.0, 0.0, w, h]])  # the whole image: no outside, no CNR
+    skipped = {}
+    maps = list(iter_phrase_maps(tiny_run.model, tiny_run.preprocessing, table, "ms_cxr", skipped=skipped))
+    assert [int(p.row["phrase_id"]) for p in maps] == [int(table.loc[2, "phrase_id"])]
+    assert skipped == {int(table.loc[0, "phrase_id"]): "empty phrase after tokenization",
+                       int(table.loc[1, "phrase_id"]): "region is empty or covers the whole image"}
+    p = maps[0]
+    assert p.similarity.shape == p.region.shape == (int(table.loc[2, "height"]), int(table.loc[2, "width"]))
+    with pytest.raises(ValueError, match="source"):
+        next(iter_phrase_maps(tiny_run.model, tiny_run.preprocessing, table, "boxes"))
 
 
 # --------------------------------------------------------------------------------------------------

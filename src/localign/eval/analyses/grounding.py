@@ -28,21 +28,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from localign.data.images import load_image
 from localign.data.manifest import PreparedDataset
-from localign.data.text import SpecialTokens, collate_reports
-from localign.data.tokenize import load_tokenizer, tokenize_sentences
-from localign.data.transforms import eval_transform
-from localign.eval.grounding import aggregate_cnr, boxes_to_mask
-from localign.eval.protocols.grounding import GROUNDING_SOURCES, ms_cxr_phrases, phrase_cnr, synth_sentence_masks
-from localign.eval.protocols.segmentation import load_mask
+from localign.eval.grounding import aggregate_cnr
+from localign.eval.protocols.grounding import GROUNDING_SOURCES, PhraseMap, iter_phrase_maps, ms_cxr_phrases, synth_sentence_masks
 from localign.eval.stats import Z_95
 from localign.metrics.localization import pointing_game
 from localign.train.runs import LoadedRun
 
 __all__ = [
-    "SCORE_COLUMNS", "phrase_table", "iter_phrase_maps", "phrase_scores", "runs_phrase_scores", "phrase_maps",
-    "contrast_sign", "proportion_ci95", "cnr_summary", "pointing_summary", "select_examples", "best_method",
+    "SCORE_COLUMNS", "phrase_table", "run_phrase_maps", "phrase_scores", "runs_phrase_scores", "phrase_maps",
+    "contrast_sign", "pointing_chance", "proportion_ci95", "cnr_summary", "pointing_summary", "select_examples", "best_method",
     "grounding_claims", "published_cnr", "category_table", "write_csv",
 ]
 
@@ -75,61 +70,25 @@ def phrase_table(prepared: PreparedDataset, source: str = "ms_cxr", split: str =
     return ms_cxr_phrases(prepared, split) if source == "ms_cxr" else synth_sentence_masks(prepared, split)
 
 
-def _region(row: pd.Series, source: str, h: int, w: int) -> np.ndarray:
-    region = boxes_to_mask(row["boxes"], h, w) if source == "ms_cxr" else load_mask(row["mask"])
-    if region.shape != (h, w):
-        raise ValueError(f"{row.get('mask')}: mask shape {region.shape} differs from its image's {(h, w)}")
-    return region
-
-
-def iter_phrase_maps(run: LoadedRun, table: pd.DataFrame, source: str, *, sigma: float = 1.5, batch_size: int = 32,
-                     device: str | torch.device = "cpu") -> Iterator[tuple[pd.Series, np.ndarray, np.ndarray, float]]:
-    """Each scorable phrase of ``table`` with its region, its map on the original pixels and its CNR.
-
-    The same steps as :func:`localign.eval.protocols.grounding.grounding_protocol` (tokenizer,
-    text-input settings, eval transform, normalisation, smoothing, geometry), so the CNRs are equal;
-    phrases empty after tokenization and regions that are empty or cover the whole image are
-    skipped, as there.
+def run_phrase_maps(run: LoadedRun, table: pd.DataFrame, source: str, *, sigma: float = 1.5, batch_size: int = 32,
+                    device: str | torch.device = "cpu") -> Iterator[PhraseMap]:
+    """Each scorable phrase of ``table`` with its region, map and CNR under one run: the grounding
+    protocol's own loop (:func:`localign.eval.protocols.grounding.iter_phrase_maps`), so the CNRs
+    are the protocol's; phrases it skips (empty after tokenization, a region that is empty or the
+    whole image) are skipped here too.
 
     :param run: a :func:`~localign.train.runs.load_run` result with its preprocessing.
     :param table: rows of :func:`phrase_table` (any subset).
-    :return: iterator of (row, region [H, W] bool, map [H, W] float64 with NaN = unseen, CNR).
+    :param device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``.
+    :return: iterator of :class:`~localign.eval.protocols.grounding.PhraseMap` (row, region [H, W]
+        bool, similarity [H, W] with NaN = unseen, cnr).
     """
     _check_source(source)
     if run.preprocessing is None:
         raise ValueError(f"run: {run.run_dir} has no encoder.pt (unfinished run): no preprocessing to map back with")
-    prep = run.preprocessing
-    geometry = prep.image_geometry()
-    method = run.model.config
-    tokenizer = load_tokenizer(method.text.model)
-    special = SpecialTokens.from_tokenizer(tokenizer)
     dev = _device(device)
-    model = run.model.to(dev).eval()
-    for start in range(0, len(table), batch_size):
-        chunk = table.iloc[start : start + batch_size]
-        ids = tokenize_sentences(list(chunk["text"]), tokenizer, method.text_input.max_length)
-        keep = [i for i, t in enumerate(ids) if len(t) > 0]
-        if not keep:
-            continue
-        chunk = chunk.iloc[keep]
-        images, sizes = [], []
-        for _, r in chunk.iterrows():
-            pixels = load_image(r["path"])
-            if pixels.shape != (int(r["height"]), int(r["width"])):
-                raise ValueError(f"{r['path']}: image is {pixels.shape[0]}×{pixels.shape[1]} but the table says "
-                                 f"{int(r['height'])}×{int(r['width'])}")
-            images.append(eval_transform(torch.from_numpy(np.array(pixels, dtype=np.float32))[None] / 255.0, prep.input_size))
-            sizes.append(pixels.shape)
-        x = prep.normalize_batch(torch.stack(images)).to(dev)
-        text = collate_reports([[ids[i]] for i in keep], method.text_input, special).to(dev)
-        with torch.no_grad():
-            maps = model.region_text_similarity(x, text).float().cpu().numpy()
-        for (_, r), sim, (h, w) in zip(chunk.iterrows(), maps, sizes):
-            region = _region(r, source, h, w)
-            if not region.any() or region.all():
-                continue
-            value, full = phrase_cnr(sim, (h, w), region, geometry, sigma)
-            yield r, region, full, value
+    model = run.model.to(dev)
+    return iter_phrase_maps(model, run.preprocessing, table, source, sigma=sigma, batch_size=batch_size, device=dev)
 
 
 def contrast_sign(similarity_map: Any, region: Any) -> int:
@@ -154,13 +113,34 @@ def contrast_sign(similarity_map: Any, region: Any) -> int:
     return int(np.sign(d))
 
 
-def _score_row(run_name: str, method: str, source: str, r: pd.Series, region: np.ndarray, full: np.ndarray,
-               value: float) -> dict:
-    valid = ~np.isnan(full)
+def pointing_chance(similarity_map: Any, region: Any) -> float:
+    """The pointing game's chance rate for one phrase: |A ∩ V| / |V|, V the pixels the map covers (non-NaN).
+
+    A point drawn uniformly from the pixels the network saw lands in the region that often; it is
+    what :func:`~localign.metrics.localization.pointing_game` scores on average for a map whose
+    maximum is uninformative.
+
+    :param similarity_map: [H, W], NaN = unseen.
+    :param region: [H, W] bool.
+    """
+    m = np.asarray(similarity_map, dtype=float)
+    a = np.asarray(region)
+    if a.dtype != np.bool_:
+        raise ValueError(f"region: expected a bool mask, got dtype {a.dtype}")
+    if m.ndim != 2 or a.shape != m.shape:
+        raise ValueError(f"region: shape {a.shape} must equal the [H, W] map's {m.shape}")
+    valid = ~np.isnan(m)
+    if not valid.any():
+        raise ValueError("similarity_map: every pixel is NaN")
+    return float((a & valid).sum() / valid.sum())
+
+
+def _score_row(run_name: str, method: str, source: str, p: PhraseMap) -> dict:
+    r = p.row
     return {"run": run_name, "method": method, "source": source, "phrase_id": int(r["phrase_id"]),
-            "category": str(r["category"]), "text": str(r["text"]), "cnr": float(value),
-            "contrast_sign": contrast_sign(full, region), "pointing": pointing_game(full, region),
-            "chance": float((region & valid).sum() / valid.sum()), "region_fraction": float(region.mean())}
+            "category": str(r["category"]), "text": str(r["text"]), "cnr": float(p.cnr),
+            "contrast_sign": contrast_sign(p.similarity, p.region), "pointing": pointing_game(p.similarity, p.region),
+            "chance": pointing_chance(p.similarity, p.region), "region_fraction": float(p.region.mean())}
 
 
 def phrase_scores(run: LoadedRun, prepared: PreparedDataset, source: str = "ms_cxr", split: str = "test", *,
@@ -177,8 +157,8 @@ def phrase_scores(run: LoadedRun, prepared: PreparedDataset, source: str = "ms_c
     table = phrase_table(prepared, source, split)
     if max_phrases is not None:
         table = table.iloc[:max_phrases]
-    rows = [_score_row(name or run.name, run.method.name, source, r, region, full, value)
-            for r, region, full, value in iter_phrase_maps(run, table, source, sigma=sigma, batch_size=batch_size, device=device)]
+    rows = [_score_row(name or run.name, run.method.name, source, p)
+            for p in run_phrase_maps(run, table, source, sigma=sigma, batch_size=batch_size, device=device)]
     if not rows:
         raise ValueError(f"phrase_scores: no phrase of {source!r} ({split}) could be scored for {run.run_dir}")
     return pd.DataFrame(rows, columns=list(SCORE_COLUMNS))
@@ -204,7 +184,7 @@ def phrase_maps(run: LoadedRun, prepared: PreparedDataset, phrase_ids: Sequence[
     if missing:
         raise ValueError(f"phrase_ids: {missing} are not phrases of {source!r} in the {split!r} split")
     sub = table[table["phrase_id"].astype(int).isin(wanted)]
-    return {int(r["phrase_id"]): full for r, _, full, _ in iter_phrase_maps(run, sub, source, sigma=sigma, device=device)}
+    return {int(p.row["phrase_id"]): p.similarity for p in run_phrase_maps(run, sub, source, sigma=sigma, device=device)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -364,16 +344,20 @@ def category_table(summary: pd.DataFrame, source: str, value: str = "mean", digi
 # --------------------------------------------------------------------------------------------------
 # claims and papers' numbers
 # --------------------------------------------------------------------------------------------------
-#: (local run, global run, paper) of the claim "local methods ground phrases better than global ones"
-LOCAL_VS_GLOBAL = (("lovt", "convirt", "LoVT"), ("gloria", "convirt", "GLoRIA"), ("limitr", "convirt", "LIMITR"),
-                   ("local_mi_cpc", "convirt", "Liao et al."))
+#: local run → the paper whose method it is, for the claim "local methods ground phrases better than global ones"
+LOCAL_RUNS = {"gloria": "GLoRIA", "lovt": "LoVT", "limitr": "LIMITR", "local_mi_cpc": "Liao et al."}
+#: the global-only runs each local run is compared with (their maps: a CAM-like region map, see the notebook)
+GLOBAL_RUNS = ("convirt", "clip")
+#: (local run, global run, paper), every local run against every global one
+LOCAL_VS_GLOBAL = tuple((local, glob, paper) for local, paper in LOCAL_RUNS.items() for glob in GLOBAL_RUNS)
 SOURCE_LABELS = {"ms_cxr": "MS-CXR-format boxes", "synth_masks": "SynthCXR exact masks"}
 
 
 def grounding_claims(scores: pd.DataFrame, chapter: str = "08_grounding") -> list[dict]:
     """The chapter's claims as :func:`~localign.eval.claims.compare_claim` rows, over per-phrase values.
 
-    - local vs global: mean CNR of each local run of :data:`LOCAL_VS_GLOBAL` above ConVIRT's, per source;
+    - local vs global: the mean CNR of each local run of :data:`LOCAL_RUNS` above that of each
+      global run of :data:`GLOBAL_RUNS` (ConVIRT, CLIP), per source;
     - LIMITR above GLoRIA (LIMITR's paper), per source;
     - pointing game above chance: each run's per-phrase hits (0/1) against the per-phrase chance rates.
 
