@@ -49,6 +49,28 @@ def test_planted_map_pointing_inside_and_outside_the_box_and_its_known_cnr():
         G.contrast_sign(np.where(region, np.nan, 0.0), region)
 
 
+def test_a_border_maximum_is_a_plateau_and_scores_its_share_inside_the_region():
+    from localign.data.transforms import ImageGeometry
+    from localign.eval.grounding import map_to_original
+
+    # a 2×2 grid whose top-left region is the most similar, on a 64×64 image seen whole at 64 px:
+    # bilinear upsampling holds the outer half-cell constant, so the maximum is a 16×16 corner square
+    grid = np.array([[1.0, 0.5], [0.5, 0.0]])
+    full = map_to_original(grid, (64, 64), ImageGeometry("pad_resize", size=64))
+    peak = full == full.max()
+    assert peak.sum() == 16 * 16 and peak[:16, :16].all()
+    region = np.zeros((64, 64), dtype=bool)
+    region[:16, :8] = True  # half of the plateau
+    measures = G.phrase_measures(full, region)
+    assert measures["pointing"] == pytest.approx(0.5)  # the expected hit of a random tie-break
+    assert pointing_game(full, region, ties="pessimistic") == 0.0  # what the pessimistic rule would say
+    assert measures["contrast_sign"] == 1 and measures["chance"] == pytest.approx(128 / 4096)
+    assert measures["region_fraction"] == pytest.approx(128 / 4096)
+    region[:16, :16] = True  # the whole plateau inside: a hit
+    assert G.phrase_measures(full, region)["pointing"] == 1.0
+    assert G.phrase_measures(full, ~region)["pointing"] == 0.0 and G.phrase_measures(full, ~region)["contrast_sign"] == -1
+
+
 def test_pointing_chance_is_the_region_share_of_the_seen_pixels():
     region = np.zeros((4, 5), dtype=bool)
     region[0, :2] = True  # 2 of 20 pixels
@@ -82,6 +104,13 @@ def test_wilson_interval_known_values_and_errors():
     assert p == 0.0 and low == 0.0 and high == pytest.approx(0.1611, abs=1e-4)
     p, low, high = G.proportion_ci95(20, 20)
     assert p == 1.0 and high == 1.0 and low == pytest.approx(1 - 0.1611, abs=1e-4)
+    # the interval contains p̂ for every count (round-off at 0 or n included) and for a sum of scores
+    for n in (1, 3, 7, 22, 100):
+        for k in (0, n // 2, n):
+            p, low, high = G.proportion_ci95(k, n)
+            assert 0 <= low <= p <= high <= 1
+    p, low, high = G.proportion_ci95(2.5, 10)
+    assert p == 0.25 and low < 0.25 < high
     with pytest.raises(ValueError, match="n:"):
         G.proportion_ci95(0, 0)
     with pytest.raises(ValueError, match="successes"):
@@ -106,7 +135,10 @@ def test_summaries_per_category_and_overall():
     assert p.loc["overall", "hits"] == 2 and p.loc["overall", "count"] == 4
     assert p.loc["overall", ("ci_low")] < 0.5 < p.loc["overall", "ci_high"]
     with pytest.raises(ValueError, match="pointing"):
-        G.pointing_summary(s.assign(pointing=0.5))
+        G.pointing_summary(s.assign(pointing=1.5))
+    # expected-tie scores in [0, 1]: accuracy is their mean, hits their sum
+    half = G.pointing_summary(s.assign(pointing=[0.5, 0.25, 1.0, 0.0])).set_index("category")
+    assert half.loc["Edema", "accuracy"] == pytest.approx(0.375) and half.loc["overall", "hits"] == pytest.approx(1.75)
     with pytest.raises(ValueError, match="missing"):
         G.cnr_summary(s.drop(columns="cnr"))
 
@@ -197,7 +229,7 @@ def test_scores_on_a_tiny_run_equal_the_grounding_protocol(tiny_run, tiny_prepar
     assert list(scores.columns) == list(G.SCORE_COLUMNS)
     assert set(scores["source"]) == {"ms_cxr", "synth_masks"} and set(scores["run"]) == {"g"}
     assert set(scores["method"]) == {tiny_run.method.name}
-    assert scores["pointing"].isin([0, 1]).all() and scores["chance"].between(0, 1).all()
+    assert scores["pointing"].between(0, 1).all() and scores["chance"].between(0, 1).all()
     assert scores["contrast_sign"].isin([-1, 0, 1]).all()
     for source in ("ms_cxr", "synth_masks"):
         details = grounding_protocol(tiny_run.model, tiny_run.preprocessing, prepared, source=source, split="all",
@@ -254,6 +286,9 @@ def test_category_table_cells_counts_and_among_selection():
     assert t.loc["lovt", "Pneumonia"] == "3.00"  # one phrase: no CI
     p = G.category_table(G.pointing_summary(s), "ms_cxr", value="accuracy")
     assert p.loc["lovt", "Pneumonia"].startswith("1.00 [")  # Wilson interval is asymmetric
+    pt = G.pointing_table(G.pointing_summary(s), "synth_masks", runs=["convirt", "lovt"])
+    assert list(pt.index) == ["n", "convirt", "lovt", "chance"]
+    assert list(pt.loc["chance"]) == ["0.100", "0.100", "0.100"] and pt.loc["lovt", "Edema"] == "0.50 ± 0.41"  # Wilson at 1/2 of 2: symmetric
     with pytest.raises(ValueError, match="source"):
         G.category_table(G.cnr_summary(s), "other")
     # among: only phrases every listed run scored can be examples
@@ -278,6 +313,19 @@ def test_category_bars_and_cnr_vs_pointing_figures():
     assert len(fig.axes) == 1 and "exact" in fig.axes[0].get_title()
     with pytest.raises(ValueError, match="chance"):
         plot_category_bars(c, "mean", chance="chance")
+    # the example panel: the CNR in each title, an inverted map marked as such
+    from localign.viz.grounding_figures import GroundingExample, plot_grounding_examples
+
+    image = np.zeros((8, 6))
+    bright = np.zeros((8, 6))
+    bright[2:4, 1:3] = 1.0
+    ex = GroundingExample("Edema", "a phrase", image, [[1, 2, 2, 2]], {"lovt": bright, "convirt": -bright},
+                          cnrs={"lovt": 2.5}, signs={"convirt": -1})
+    fig = plot_grounding_examples([ex], methods=["lovt", "convirt"])
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[1] == "lovt\nCNR 2.50"  # the given CNR, not recomputed
+    # the CNR of a map that is 1 on the box and 0 elsewhere is undefined (both variances 0): NaN
+    assert titles[2].startswith("convirt\nCNR nan") and titles[2].endswith("darker inside")
     fig = plot_cnr_vs_pointing(c, p)
     assert len(fig.axes) == 2 and fig.axes[0].get_ylabel() == "pointing-game accuracy"
     with pytest.raises(ValueError, match="category"):

@@ -33,6 +33,8 @@ class GroundingExample:
     :param maps: method → [H, W] similarity map on the original pixels (NaN = not seen).
     :param cnrs: method → CNR; a method without one gets it computed from its map and the box union
         (``localign.eval.grounding.cnr`` of ``boxes_to_mask``).
+    :param signs: method → sign of μ_inside − μ_outside (+1, −1, 0); a −1 is marked "darker inside"
+        in the panel title, since CNR's absolute value does not show it.
     """
 
     category: str
@@ -41,6 +43,7 @@ class GroundingExample:
     boxes: Any
     maps: Mapping[str, Any]
     cnrs: Mapping[str, float] = field(default_factory=dict)
+    signs: Mapping[str, int] = field(default_factory=dict)
 
 
 def _close(fig: Figure) -> Figure:
@@ -104,7 +107,8 @@ def plot_grounding_examples(examples: Sequence[GroundingExample], methods: Seque
             ax.imshow(img, cmap="gray")
             ax.imshow(np.ma.masked_invalid(sim), cmap="jet", alpha=alpha)
             _boxes(ax, boxes)
-            ax.set_title(f"{method}\nCNR {cnrs[method]:.2f}", fontsize=8)
+            inverted = ", darker inside" if ex.signs.get(method, 1) < 0 else ""
+            ax.set_title(f"{method}\nCNR {cnrs[method]:.2f}{inverted}", fontsize=8)
         for ax in row:
             ax.axis("off")
     fig.suptitle("phrase grounding: similarity maps (bright = similar) with the ground-truth boxes", fontsize=10)

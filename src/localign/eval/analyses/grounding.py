@@ -11,8 +11,14 @@ finding's exact mask (``source="synth_masks"``, SynthCXR only). On that map:
 - **CNR** = |μ_A − μ_Ā| / √(σ²_A + σ²_Ā) (:func:`localign.eval.grounding.cnr`): ≥ 0 by its absolute
   value, so a map that is *lower* inside the region than outside scores as well as one that is
   higher; the column ``contrast_sign`` (+1, −1, 0) records which it was.
-- **pointing game** (:func:`localign.metrics.localization.pointing_game`, pessimistic ties): 1 if
-  the map's maximum over the pixels the network saw lies inside the region, else 0.
+- **pointing game** (:func:`localign.metrics.localization.pointing_game` with ``ties="expected"``):
+  1 if the map's maximum over the pixels the network saw lies inside the region, else 0; when the
+  maximum is attained on several pixels, the share of them inside the region (the expected hit of
+  a uniformly random tie-break). Ties are the rule, not the exception: bilinear upsampling with
+  ``align_corners=False`` holds the map constant over the outer half-cell, so a maximum on a border
+  cell of the region grid becomes a flat strip (a square at a corner) of up to (S/2g)² pixels;
+  "pessimistic" ties (a hit only if the whole strip is inside) would score almost every border
+  maximum as a miss.
 - **chance** = |A ∩ V| / |V| with V the pixels the network saw (non-NaN): the hit rate of a
   uniformly random point, the pointing game's chance level for that phrase.
 """
@@ -37,10 +43,12 @@ from localign.train.runs import LoadedRun
 
 __all__ = [
     "SCORE_COLUMNS", "phrase_table", "run_phrase_maps", "phrase_scores", "runs_phrase_scores", "phrase_maps",
-    "contrast_sign", "pointing_chance", "proportion_ci95", "cnr_summary", "pointing_summary", "select_examples", "best_method",
-    "grounding_claims", "published_cnr", "category_table", "write_csv",
+    "contrast_sign", "pointing_chance", "phrase_measures", "proportion_ci95", "cnr_summary", "pointing_summary", "select_examples", "best_method",
+    "grounding_claims", "published_cnr", "category_table", "pointing_table", "write_csv",
 ]
 
+#: tie rule of the pointing game (module docstring: why not "pessimistic")
+POINTING_TIES = "expected"
 #: columns of :func:`phrase_scores`
 SCORE_COLUMNS = ("run", "method", "source", "phrase_id", "category", "text", "cnr", "contrast_sign", "pointing",
                  "chance", "region_fraction")
@@ -135,12 +143,26 @@ def pointing_chance(similarity_map: Any, region: Any) -> float:
     return float((a & valid).sum() / valid.sum())
 
 
+def phrase_measures(similarity_map: Any, region: Any) -> dict[str, float]:
+    """The per-phrase measures besides CNR of one map on the original pixels (module docstring).
+
+    :param similarity_map: [H, W], NaN = unseen.
+    :param region: [H, W] bool.
+    :return: ``contrast_sign`` (:func:`contrast_sign`), ``pointing`` (the pointing game with
+        :data:`POINTING_TIES` ties, in [0, 1]), ``chance`` (:func:`pointing_chance`) and
+        ``region_fraction`` (the region's share of all pixels, seen or not).
+    """
+    region = np.asarray(region)
+    return {"contrast_sign": contrast_sign(similarity_map, region),
+            "pointing": pointing_game(similarity_map, region, ties=POINTING_TIES),
+            "chance": pointing_chance(similarity_map, region), "region_fraction": float(region.mean())}
+
+
 def _score_row(run_name: str, method: str, source: str, p: PhraseMap) -> dict:
     r = p.row
     return {"run": run_name, "method": method, "source": source, "phrase_id": int(r["phrase_id"]),
             "category": str(r["category"]), "text": str(r["text"]), "cnr": float(p.cnr),
-            "contrast_sign": contrast_sign(p.similarity, p.region), "pointing": pointing_game(p.similarity, p.region),
-            "chance": pointing_chance(p.similarity, p.region), "region_fraction": float(p.region.mean())}
+            **phrase_measures(p.similarity, p.region)}
 
 
 def phrase_scores(run: LoadedRun, prepared: PreparedDataset, source: str = "ms_cxr", split: str = "test", *,
@@ -190,23 +212,27 @@ def phrase_maps(run: LoadedRun, prepared: PreparedDataset, phrase_ids: Sequence[
 # --------------------------------------------------------------------------------------------------
 # summaries
 # --------------------------------------------------------------------------------------------------
-def proportion_ci95(successes: int, n: int) -> tuple[float, float, float]:
+def proportion_ci95(successes: float, n: int) -> tuple[float, float, float]:
     """A proportion with its Wilson score 95 % interval.
 
     Definition: p̂ = k/n; the interval (p̂ + z²/2n ± z·√(p̂(1−p̂)/n + z²/4n²)) / (1 + z²/n) with
     z = 1.96. Unlike the normal approximation p̂ ± z√(p̂(1−p̂)/n) it stays inside [0, 1] and is not
-    empty at p̂ = 0 or 1, which is common for a pointing game over a few dozen phrases.
+    empty at p̂ = 0 or 1, which is common for a pointing game over a few dozen phrases. ``k`` may
+    be a sum of per-phrase scores in [0, 1] (the pointing game's expected hits under ties): a
+    score in [0, 1] with mean p has a variance of at most p(1 − p), so the binomial interval is
+    conservative for it. The interval always contains p̂ (round-off at p̂ = 0 or 1 included).
 
+    :param successes: k in [0, n] (a count, or a sum of scores in [0, 1]).
     :return: (p̂, low, high).
     """
     if isinstance(n, bool) or int(n) != n or n < 1:
         raise ValueError(f"n: expected a positive integer, got {n!r}")
-    if int(successes) != successes or not 0 <= successes <= n:
-        raise ValueError(f"successes: expected an integer in [0, {n}], got {successes!r}")
-    p, z2 = successes / n, Z_95**2
+    if isinstance(successes, bool) or not (isinstance(successes, (int, float, np.number)) and 0 <= successes <= n):
+        raise ValueError(f"successes: expected a number in [0, {n}], got {successes!r}")
+    p, z2 = float(successes) / n, Z_95**2
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = Z_95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return float(p), max(0.0, centre - half), min(1.0, centre + half)
+    return p, min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
 
 
 def _check_scores(scores: pd.DataFrame, columns: Sequence[str]) -> None:
@@ -243,19 +269,20 @@ def pointing_summary(scores: pd.DataFrame) -> pd.DataFrame:
     """Pointing-game accuracy with its Wilson 95 % CI (:func:`proportion_ci95`) and the chance rate,
     per (source, run, category) and ``overall``.
 
-    :param scores: :func:`phrase_scores` rows (``pointing`` 0/1, ``chance`` per phrase).
-    :return: tidy columns source, run, method, category, accuracy, ci_low, ci_high, chance (mean
-        per-phrase chance), hits, count.
+    :param scores: :func:`phrase_scores` rows (``pointing`` in [0, 1]: a hit, a miss or, under
+        ties, the share of the tied maxima inside the region; ``chance`` per phrase).
+    :return: tidy columns source, run, method, category, accuracy (mean of ``pointing``), ci_low,
+        ci_high, chance (mean per-phrase chance), hits (sum of ``pointing``), count.
     """
     _check_scores(scores, ("source", "run", "method", "category", "pointing", "chance"))
-    bad = ~scores["pointing"].isin([0, 1])
+    bad = ~scores["pointing"].between(0, 1)
     if bad.any():
-        raise ValueError(f"scores: 'pointing' must be 0 or 1, got {sorted(scores.loc[bad, 'pointing'].unique())[:5]}")
+        raise ValueError(f"scores: 'pointing' must lie in [0, 1], got {sorted(scores.loc[bad, 'pointing'].unique())[:5]}")
     rows = []
     for (source, run), g in scores.groupby(["source", "run"], sort=False):
         groups = [(c, g[g["category"] == c]) for c in sorted(g["category"].unique())] + [("overall", g)]
         for category, h in groups:
-            hits, n = int(h["pointing"].sum()), len(h)
+            hits, n = float(h["pointing"].sum()), len(h)
             p, low, high = proportion_ci95(hits, n)
             rows.append({"source": source, "run": run, "method": g["method"].iloc[0], "category": category, "accuracy": p,
                          "ci_low": low, "ci_high": high, "chance": float(h["chance"].mean()), "hits": hits, "count": n})
@@ -341,6 +368,20 @@ def category_table(summary: pd.DataFrame, source: str, value: str = "mean", digi
     return out
 
 
+def pointing_table(summary: pd.DataFrame, source: str, digits: int = 2, runs: Sequence[str] | None = None) -> pd.DataFrame:
+    """:func:`category_table` of the pointing-game accuracy with a last row ``chance``: the mean
+    per-phrase chance rate of each category (the phrases every run scored: the first run's).
+
+    :param summary: :func:`pointing_summary` rows.
+    """
+    table = category_table(summary, source, value="accuracy", digits=digits, runs=runs)
+    s = summary[summary["source"] == source]
+    first = list(runs)[0] if runs is not None else s["run"].iloc[0]
+    chance = s[s["run"] == first].set_index("category")["chance"].reindex(table.columns)
+    table.loc["chance"] = [f"{v:.{digits + 1}f}" if pd.notna(v) else "–" for v in chance]
+    return table
+
+
 # --------------------------------------------------------------------------------------------------
 # claims and papers' numbers
 # --------------------------------------------------------------------------------------------------
@@ -359,7 +400,7 @@ def grounding_claims(scores: pd.DataFrame, chapter: str = "08_grounding") -> lis
     - local vs global: the mean CNR of each local run of :data:`LOCAL_RUNS` above that of each
       global run of :data:`GLOBAL_RUNS` (ConVIRT, CLIP), per source;
     - LIMITR above GLoRIA (LIMITR's paper), per source;
-    - pointing game above chance: each run's per-phrase hits (0/1) against the per-phrase chance rates.
+    - pointing game above chance: each run's per-phrase hits (in [0, 1]) against the per-phrase chance rates.
 
     Runs missing from ``scores`` are left out. The two samples of a comparison are the same phrases;
     ``compare_claim`` treats them as independent, which makes its CI wider (more conservative) than a
