@@ -26,6 +26,8 @@ of thin or curved findings (pneumothorax rims, effusion menisci, tubes).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -113,36 +115,65 @@ def phrase_cnr(similarity_map: Any, original_size: tuple[int, int], region: np.n
     return cnr(full, region), full
 
 
-def grounding_protocol(
+@dataclass(frozen=True)
+class PhraseMap:
+    """One scored phrase: its table row, its region and its similarity map on the original pixels.
+
+    :param row: the phrase's row of :func:`ms_cxr_phrases` / :func:`synth_sentence_masks`.
+    :param region: [H, W] bool, the union of the phrase's boxes or the finding's exact mask.
+    :param similarity: [H, W] float64, the smoothed map on the original pixels, NaN where the
+        network did not see the image (:func:`phrase_cnr`).
+    :param cnr: its CNR against ``region`` (NaN for a constant map).
+    """
+
+    row: pd.Series
+    region: np.ndarray
+    similarity: np.ndarray
+    cnr: float
+
+
+def phrase_region(row: pd.Series, source: str, height: int, width: int) -> np.ndarray:
+    """[H, W] bool region of a phrase row: the union of its boxes (``ms_cxr``) or its exact mask (``synth_masks``)."""
+    region = boxes_to_mask(row["boxes"], height, width) if source == "ms_cxr" else load_mask(row["mask"])
+    if region.shape != (height, width):
+        raise ValueError(f"{row.get('mask')}: mask shape {region.shape} differs from its image's {(height, width)}")
+    return region
+
+
+def iter_phrase_maps(
     model: PretrainModel,
     prep: Preprocessing,
-    prepared: PreparedDataset,
+    table: pd.DataFrame,
+    source: str,
     *,
-    source: str = "ms_cxr",
-    split: str = "test",
     sigma: float = 1.5,
     batch_size: int = 32,
     device: str | torch.device = "cpu",
-    progress: bool = True,
-) -> list[ProtocolResult]:
-    """Phrase grounding CNR (definitions in the module docstring).
+    skipped: dict[int, str] | None = None,
+    progress: bool = False,
+) -> Iterator[PhraseMap]:
+    """Every scorable phrase of ``table`` with its region, its map on the original pixels and its CNR.
 
-    :param source: ``"ms_cxr"`` (boxes) or ``"synth_masks"`` (SynthCXR exact masks).
-    :return: one deterministic result (fraction 1.0, seed 0) with, per category and ``overall``,
-        the mean CNR (metric ``<category>``), ``<category>/ci95``, ``<category>/count`` and
-        ``<category>/n_undefined``, plus ``n_phrases`` and ``n_skipped``; ``details`` holds the
-        per-phrase CNRs.
+    The phrases are read in batches of ``batch_size``: each phrase is tokenized as a one-sentence
+    report with the method's text-input settings, its image goes through the evaluation transform
+    and the run's normalisation, and ``model.region_text_similarity`` gives the [h, w] map that
+    :func:`phrase_cnr` smooths, maps back and scores (module docstring). Phrases that are empty
+    after tokenization, and regions that are empty or cover the whole image (no CNR exists), are
+    not yielded; with ``skipped`` given, their phrase_id → reason is recorded there.
+
+    :param table: rows of :func:`ms_cxr_phrases` (``source="ms_cxr"``) or
+        :func:`synth_sentence_masks` (``"synth_masks"``), any subset.
+    :return: iterator of :class:`PhraseMap`, in the table's order.
     """
     if source not in GROUNDING_SOURCES:
         raise ValueError(f"source: expected one of {GROUNDING_SOURCES}, got {source!r}")
-    table = ms_cxr_phrases(prepared, split) if source == "ms_cxr" else synth_sentence_masks(prepared, split)
+    skipped = {} if skipped is None else skipped
     method = model.config
     tokenizer = load_tokenizer(method.text.model)
     special = SpecialTokens.from_tokenizer(tokenizer)
     geometry = prep.image_geometry()
     dev = torch.device(device)
     model.eval()
-    rows, skipped = [], {}
     starts = range(0, len(table), batch_size)
     for start in tqdm(starts, desc=f"grounding ({source})", disable=not progress, leave=False, unit="batch"):
         chunk = table.iloc[start : start + batch_size]
@@ -166,15 +197,42 @@ def grounding_protocol(
         with torch.no_grad():
             maps = model.region_text_similarity(x, text).float().cpu().numpy()
         for (_, r), sim, (h, w) in zip(chunk.iterrows(), maps, sizes):
-            region = boxes_to_mask(r["boxes"], h, w) if source == "ms_cxr" else load_mask(r["mask"])
-            if region.shape != (h, w):
-                raise ValueError(f"{r['mask']}: mask shape {region.shape} differs from its image's {(h, w)}")
+            region = phrase_region(r, source, h, w)
             if not region.any() or region.all():
                 skipped[int(r["phrase_id"])] = "region is empty or covers the whole image"
                 continue
-            value, _ = phrase_cnr(sim, (h, w), region, geometry, sigma)
-            rows.append({"phrase_id": int(r["phrase_id"]), "category": r["category"], "text": r["text"], "cnr": value,
-                         "region_fraction": float(region.mean())})
+            value, full = phrase_cnr(sim, (h, w), region, geometry, sigma)
+            yield PhraseMap(r, region, full, value)
+
+
+def grounding_protocol(
+    model: PretrainModel,
+    prep: Preprocessing,
+    prepared: PreparedDataset,
+    *,
+    source: str = "ms_cxr",
+    split: str = "test",
+    sigma: float = 1.5,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> list[ProtocolResult]:
+    """Phrase grounding CNR (definitions in the module docstring).
+
+    :param source: ``"ms_cxr"`` (boxes) or ``"synth_masks"`` (SynthCXR exact masks).
+    :return: one deterministic result (fraction 1.0, seed 0) with, per category and ``overall``,
+        the mean CNR (metric ``<category>``), ``<category>/ci95``, ``<category>/count`` and
+        ``<category>/n_undefined``, plus ``n_phrases`` and ``n_skipped``; ``details`` holds the
+        per-phrase CNRs.
+    """
+    if source not in GROUNDING_SOURCES:
+        raise ValueError(f"source: expected one of {GROUNDING_SOURCES}, got {source!r}")
+    table = ms_cxr_phrases(prepared, split) if source == "ms_cxr" else synth_sentence_masks(prepared, split)
+    skipped: dict[int, str] = {}
+    rows = [{"phrase_id": int(p.row["phrase_id"]), "category": p.row["category"], "text": p.row["text"], "cnr": p.cnr,
+             "region_fraction": float(p.region.mean())}
+            for p in iter_phrase_maps(model, prep, table, source, sigma=sigma, batch_size=batch_size, device=device,
+                                      skipped=skipped, progress=progress)]
     if skipped:
         reasons = pd.Series(list(skipped.values())).value_counts().to_dict()
         log.warning("grounding (%s): %d phrases skipped: %s", source, len(skipped), reasons)
