@@ -99,6 +99,17 @@ def run_phrase_maps(run: LoadedRun, table: pd.DataFrame, source: str, *, sigma: 
     return iter_phrase_maps(model, run.preprocessing, table, source, sigma=sigma, batch_size=batch_size, device=dev)
 
 
+def _map_and_region(similarity_map: Any, region: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The [H, W] float map and the [H, W] bool region of one phrase, checked."""
+    m = np.asarray(similarity_map, dtype=float)
+    a = np.asarray(region)
+    if a.dtype != np.bool_:
+        raise ValueError(f"region: expected a bool mask, got dtype {a.dtype}")
+    if m.ndim != 2 or a.shape != m.shape:
+        raise ValueError(f"region: shape {a.shape} must equal the [H, W] map's {m.shape}")
+    return m, a
+
+
 def contrast_sign(similarity_map: Any, region: Any) -> int:
     """+1 if the map's mean over the region exceeds its mean outside, −1 if it is below, 0 if equal.
 
@@ -107,12 +118,7 @@ def contrast_sign(similarity_map: Any, region: Any) -> int:
     :param similarity_map: [H, W], NaN = excluded.
     :param region: [H, W] bool.
     """
-    m = np.asarray(similarity_map, dtype=float)
-    a = np.asarray(region)
-    if a.dtype != np.bool_:
-        raise ValueError(f"region: expected a bool mask, got dtype {a.dtype}")
-    if m.ndim != 2 or a.shape != m.shape:
-        raise ValueError(f"region: shape {a.shape} must equal the [H, W] map's {m.shape}")
+    m, a = _map_and_region(similarity_map, region)
     valid = ~np.isnan(m)
     inside, outside = m[a & valid], m[~a & valid]
     if inside.size == 0 or outside.size == 0:
@@ -131,12 +137,7 @@ def pointing_chance(similarity_map: Any, region: Any) -> float:
     :param similarity_map: [H, W], NaN = unseen.
     :param region: [H, W] bool.
     """
-    m = np.asarray(similarity_map, dtype=float)
-    a = np.asarray(region)
-    if a.dtype != np.bool_:
-        raise ValueError(f"region: expected a bool mask, got dtype {a.dtype}")
-    if m.ndim != 2 or a.shape != m.shape:
-        raise ValueError(f"region: shape {a.shape} must equal the [H, W] map's {m.shape}")
+    m, a = _map_and_region(similarity_map, region)
     valid = ~np.isnan(m)
     if not valid.any():
         raise ValueError("similarity_map: every pixel is NaN")
