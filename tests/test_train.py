@@ -188,6 +188,22 @@ def test_resume_refuses_a_different_configuration(tiny_prepared, tmp_path):
         pretrain(tiny_config("convirt", tiny_prepared, tmp_path / "none", resume=True))
 
 
+def test_keep_last_off_removes_last_pt_of_a_finished_run_only(tiny_prepared, tmp_path):
+    pretrain(tiny_config("convirt", tiny_prepared, tmp_path / "stopped", max_steps=1, keep_last=False))
+    assert (tmp_path / "stopped" / "checkpoints" / "last.pt").is_file()  # max_steps: meant to be resumed
+    done = tmp_path / "done"
+    pretrain(tiny_config("convirt", tiny_prepared, done, keep_last=False))
+    assert sorted(p.name for p in (done / "checkpoints").iterdir()) == ["best.pt"]
+    best = load_checkpoint(done / "checkpoints" / "best.pt")
+    assert best["optim"] and best["config"]["train"]["keep_last"] is False  # still a resumable checkpoint
+    assert load_image_encoder(done / "encoder.pt") is not None
+    with pytest.raises(FileNotFoundError, match="keep_last off.*best.pt"):
+        pretrain(tiny_config("convirt", tiny_prepared, done, keep_last=False, resume=True))
+    # the demo recipe keeps only best.pt; the paper recipe and plain configs keep both
+    assert make_train_config(method="convirt", recipe="demo").keep_last is False
+    assert make_train_config(method="convirt", recipe="paper").keep_last is True
+
+
 # --- atomic checkpoints ------------------------------------------------------------------------------
 
 

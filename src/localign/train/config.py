@@ -45,6 +45,9 @@ class TrainConfig:
     log_every: int = 10  # optimizer steps between train-metric rows
     progress: bool = True
     resume: bool = False
+    # A finished run keeps best.pt (weights, optimiser and RNG: resumable by copying it over
+    # last.pt) and the exported encoder; last.pt (about as large again) only while the run can resume.
+    keep_last: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return config_to_dict(self)
@@ -128,6 +131,8 @@ TRAIN_OPTIONS: dict[str, Option] = {o.name: o for o in (
     Option("checkpoint_every", "checkpoint_every", "optimizer steps between mid-epoch checkpoints", int),
     Option("no_early_stopping", "early_stopping", "train all epochs", bool, negate=True),
     Option("resume", "resume", "continue from <out>/checkpoints/last.pt", bool),
+    Option("keep_last", "keep_last", "keep checkpoints/last.pt once the run has finished (default: the recipe's; the demo recipe "
+           "removes it and keeps best.pt, to halve a report's disk use)", bool, both_ways=True),
     Option("quiet", "progress", "no progress bars", bool, negate=True),
 )}
 

@@ -54,7 +54,7 @@ log = logging.getLogger("localign.train")
 
 # Fields of TrainConfig that may change when resuming (they steer the run, not its result).
 RESUMABLE_CHANGES = {"resume", "max_steps", "overrides.optim.max_epochs", "progress", "num_workers", "log_every", "checkpoint_every", "early_stopping",
-                     "text_cache", "recipe"}
+                     "text_cache", "recipe", "keep_last"}
 # Validation values that describe the measurement rather than the model: not worth a log line.
 _QUIET_VALUES = ("pool_size", "n_chunks", "n_pairs", "n_dropped", "feature_dim", "feature_rank_max")
 
@@ -153,7 +153,9 @@ def pretrain(config: TrainConfig) -> RunResult:
         folder = RunFolder(Path(config.out))
         resume_path = folder.checkpoint_path("last")
         if config.resume and not resume_path.is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint to resume from at {resume_path}")
+            hint = (f"; this run finished without keeping last.pt (keep_last off): copy {folder.checkpoint_path('best')} over it "
+                    "to continue from the best epoch" if folder.checkpoint_path("best").is_file() else "")
+            raise FileNotFoundError(f"--resume: no checkpoint to resume from at {resume_path}{hint}")
         if D.is_main_process():
             folder.create(resume=config.resume)
         if D.world_size() > 1:
@@ -339,6 +341,10 @@ def finalize(run: RunState, stop_reason: str) -> RunResult:
         }
         folder.write_summary(summary)
         log.info("done: %s", json.dumps({k: summary[k] for k in ("stopped", "best_epoch", "steps", "wall_time_s")}))
+        # A run stopped by max_steps is meant to be continued (--resume with more steps): it keeps last.pt.
+        if not config.keep_last and stop_reason != "max_steps":
+            folder.checkpoint_path("last").unlink(missing_ok=True)
+            log.info("removed checkpoints/last.pt (keep_last is off); best.pt and the exported encoder stay")
     return RunResult(run_dir=folder.root, config=run.full_config, summary=summary, history=history)
 
 

@@ -72,7 +72,8 @@ RECIPES: dict[str, Recipe] = {
         # the demo training split within 3 epochs (validation loss rises again); GLoRIA's random
         # crop keeps it (and LoVT) learning for longer and lifts the probe.
         augment="gloria",
-        train={"lr": 3e-4, "batch_size": 32, "accumulate": 1, "epochs": 8, "deterministic": True, "amp": "bf16_native"},
+        train={"lr": 3e-4, "batch_size": 32, "accumulate": 1, "epochs": 8, "deterministic": True, "amp": "bf16_native",
+               "keep_last": False},
         overrides={
             "text.freeze": True,
             # A locked tower reads each report's (or sentence's) cached states; shuffled sentence

@@ -23,7 +23,7 @@ from localign.train.run_folder import RunFolder
 log = logging.getLogger(__name__)
 
 #: TrainConfig fields that change how a run is watched or where it is written, not what it learns
-NOT_RESULT_SETTINGS = ("out", "progress", "resume", "num_workers", "log_every", "checkpoint_every", "device")
+NOT_RESULT_SETTINGS = ("out", "progress", "resume", "num_workers", "log_every", "checkpoint_every", "device", "keep_last")
 
 
 def _comparable(train: dict[str, Any], method: dict[str, Any]) -> dict[str, Any]:

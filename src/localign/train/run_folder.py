@@ -5,7 +5,8 @@ The counterpart of :mod:`localign.data.manifest` (which owns the prepared folder
 
     config.yaml                  the TrainConfig and the resolved MethodConfig
     metrics.csv                  long format: step, epoch, phase (train/val), name, value
-    checkpoints/last.pt          everything needed to resume (atomic writes)
+    checkpoints/last.pt          everything needed to resume (atomic writes; removed when a finished
+                                 run has keep_last off, as the demo recipe does)
     checkpoints/best.pt          the best epoch on the monitored metric
     encoder.pt                   image backbone + Preprocessing record of the best epoch (no training classes needed)
     figures/training_curves.png  the training curves, drawn by the caller that presents the run
