@@ -341,8 +341,7 @@ def finalize(run: RunState, stop_reason: str) -> RunResult:
         }
         folder.write_summary(summary)
         log.info("done: %s", json.dumps({k: summary[k] for k in ("stopped", "best_epoch", "steps", "wall_time_s")}))
-        # A run stopped by max_steps is meant to be continued (--resume with more steps): it keeps last.pt.
-        if not config.keep_last and stop_reason != "max_steps":
+        if not config.keep_last:
             folder.checkpoint_path("last").unlink(missing_ok=True)
             log.info("removed checkpoints/last.pt (keep_last is off); best.pt and the exported encoder stay")
     return RunResult(run_dir=folder.root, config=run.full_config, summary=summary, history=history)
