@@ -153,7 +153,7 @@ def pretrain(config: TrainConfig) -> RunResult:
         folder = RunFolder(Path(config.out))
         resume_path = folder.checkpoint_path("last")
         if config.resume and not resume_path.is_file():
-            hint = (f"; this run finished without keeping last.pt (keep_last off): copy {folder.checkpoint_path('best')} over it "
+            hint = (f"; this run finished without keeping it (keep_last off): copy {folder.checkpoint_path('best')} over it "
                     "to continue from the best epoch" if folder.checkpoint_path("best").is_file() else "")
             raise FileNotFoundError(f"--resume: no checkpoint to resume from at {resume_path}{hint}")
         if D.is_main_process():
@@ -343,7 +343,8 @@ def finalize(run: RunState, stop_reason: str) -> RunResult:
         log.info("done: %s", json.dumps({k: summary[k] for k in ("stopped", "best_epoch", "steps", "wall_time_s")}))
         if not config.keep_last:
             folder.checkpoint_path("last").unlink(missing_ok=True)
-            log.info("removed checkpoints/last.pt (keep_last is off); best.pt and the exported encoder stay")
+            log.info("removed %s (keep_last is off); %s and the exported encoder stay", folder.checkpoint_path("last"),
+                     folder.checkpoint_path("best"))
     return RunResult(run_dir=folder.root, config=run.full_config, summary=summary, history=history)
 
 
